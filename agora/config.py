@@ -1,0 +1,206 @@
+"""The recipe: a typed schema for the YAML files in ``recipes/``.
+
+A recipe is validated before any work starts. An unknown or mistyped key fails with a
+:class:`~agora.errors.RecipeError` that names the file, the dotted key and what was expected.
+Command-line and Python overrides use dotted keys (``trainer.max_epochs=3``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agora.errors import RecipeError
+from agora.paths import RECIPES_DIR
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = "amazon/bort"
+    """Hub id or local directory of the student encoder (BORT by default)."""
+    tokenizer: str | None = None
+    """Tokenizer location when it differs from ``name`` (BORT: the RoBERTa tokenizer)."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """``random`` builds the architecture from the config only (benchmarks, tests)."""
+    pair_format: Literal["auto", "single_sep", "tokenizer"] = "auto"
+    """``single_sep`` is BORT's ``<s> A </s> B </s>``; ``auto`` picks it for BORT-shaped models."""
+    freeze_word_embeddings: bool = False
+    """Freeze the word-embedding table (BORT's 51M of 56M parameters dominate the CPU step)."""
+    head_init_std: float = Field(0.02, gt=0)
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    """Decoupled and lr-scaled (BERTAdam semantics): each step multiplies weights by 1 - lr * wd."""
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    eps: float = Field(1e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class DataConfig(_Section):
+    dir: str | None = None
+    """Root of the original benchmark files; defaults to ``$AGORA_DATA_DIR``."""
+    source: Literal["auto", "local", "hub"] = "auto"
+    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+    bucket_by_length: bool = True
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    max_predict_samples: int | None = Field(None, ge=1)
+    cache_dir: str | None = None
+    """Arrow cache of parsed and tokenized splits; defaults to ``~/.cache/agora``."""
+
+
+class AgoraConfig(_Section):
+    enabled: bool = False
+    """Off: plain fine-tuning, the baseline every Agora result is compared with."""
+
+
+class OutputConfig(_Section):
+    dir: str | None = None
+    """Run directory; defaults to ``runs/<task>-<timestamp>``."""
+    export: bool = True
+    predict: bool = True
+    save_checkpoints: bool = True
+
+
+class RunConfig(_Section):
+    task: str
+    """Task card name (``rte``) or path to a task card YAML."""
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    agora: AgoraConfig = Field(default_factory=AgoraConfig)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    """Passed through untouched to ``lightning.Trainer`` (max_epochs, precision, strategy, ...)."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import inspect
+
+        import lightning
+
+        allowed = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown lightning.Trainer argument(s) {unknown}; "
+                "see https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
+            )
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+DEFAULT_TRAINER = {
+    "max_epochs": 3,
+    "gradient_clip_val": 1.0,
+    "accelerator": "auto",
+    "devices": "auto",
+}
+
+
+def resolve_recipe_path(path_or_name: str | os.PathLike) -> Path:
+    """A recipe path, or the bare name of a shipped recipe (``rte`` -> recipes/rte.yaml)."""
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path
+    name = str(path_or_name)
+    shipped = RECIPES_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if "/" not in name and shipped.is_file():
+        return shipped
+    available = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise RecipeError(
+        f"recipe '{name}' not found: no such file, and not a shipped recipe name. "
+        f"Shipped recipes: {', '.join(available)}"
+    )
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``trainer.max_epochs=3`` -> ("trainer.max_epochs", 3); values are parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError(f"override '{text}' must look like key.subkey=value")
+    key, raw = text.split("=", 1)
+    return key.strip().lstrip("-"), yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted (or ``__``-separated) keys set."""
+    data = copy.deepcopy(data)
+    for key, value in overrides.items():
+        parts = key.replace("__", ".").split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"override '{key}': '{part}' is a value, not a section")
+            node = child
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = _deep_merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return data
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid recipe"]
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{key}' (check the spelling; see recipes/README or agora/config.py)")
+        elif item["type"] == "missing":
+            lines.append(f"  - missing required key '{key}'")
+        else:
+            got = item.get("input")
+            shown = repr(got) if not isinstance(got, dict) else "a section"
+            lines.append(f"  - '{key}': {item['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_error(source, err)) from None
+    cfg.trainer = {**DEFAULT_TRAINER, **cfg.trainer}
+    return cfg
+
+
+def load_recipe(path_or_name: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read, override and validate a recipe. Raises :class:`RecipeError` naming file and key."""
+    path = resolve_recipe_path(path_or_name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        raise RecipeError(f"{path}: the recipe is empty; it needs at least 'task:'")
+    data = apply_overrides(data, overrides or {})
+    return validate_recipe(data, source=str(path))

@@ -1,0 +1,111 @@
+"""What a run leaves behind, written atomically by rank 0.
+
+```
+<run>/config.yaml           the fully resolved recipe
+<run>/metrics.json          per-epoch and final scores, the best checkpoint, the paths
+<run>/predictions/<split>.jsonl   {"idx", "label", ...} ordered by idx (dev splits carry "gold")
+<run>/best/                 save_pretrained export: model + tokenizer + label names
+<run>/checkpoints/          Lightning checkpoints (the recipe is inside each)
+<run>/logs/                 CSV logs of every logged value
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from agora.tasks import TaskCard
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def resolve_run_dir(configured: str | None, task: str) -> Path:
+    """The run dir; every DDP rank agrees on it (the first process exports it to its children)."""
+    if configured:
+        path = Path(configured)
+    elif os.environ.get("AGORA_RUN_DIR"):
+        path = Path(os.environ["AGORA_RUN_DIR"])
+    else:
+        path = Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.environ["AGORA_RUN_DIR"] = str(path)
+    return path
+
+
+def write_config(run_dir: Path, cfg_dict: dict[str, Any], header: str = "") -> None:
+    text = yaml.safe_dump(cfg_dict, sort_keys=False)
+    atomic_write(run_dir / "config.yaml", (header + "\n" if header else "") + text)
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def prediction_rows(card: TaskCard, out: dict[str, np.ndarray], with_gold: bool) -> list[dict]:
+    """One JSON-able dict per example, ordered by idx: label name (or score) and probabilities."""
+    rows = []
+    logits = out["logits"]
+    if card.format == "regression":
+        for i, idx in enumerate(out["idx"]):
+            row = {"idx": int(idx), "label": round(float(logits[i, 0]), 6)}
+            if with_gold:
+                row["gold"] = float(out["labels"][i])
+            rows.append(row)
+        return rows
+    shifted = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    for i, idx in enumerate(out["idx"]):
+        row = {"idx": int(idx), "label": card.labels[int(probs[i].argmax())],
+               "probs": [round(float(p), 6) for p in probs[i]]}
+        if with_gold:
+            row["gold"] = card.labels[int(out["labels"][i])]
+        rows.append(row)
+    return rows
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_predictions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summary_table(task: str, scores: dict[str, float], run_dir: Path, best_dir: Path | None, extra: dict[str, str] | None = None) -> str:
+    """A plain-text table of the final scores and where everything is."""
+    rows = [(k.removeprefix("val/"), f"{v * 100:.2f}" if isinstance(v, float) else str(v)) for k, v in scores.items() if k != "val_score"]
+    rows += [("run dir", str(run_dir))]
+    if best_dir is not None:
+        rows.append(("exported model", str(best_dir)))
+    rows += list((extra or {}).items())
+    width = max(len(k) for k, _ in rows)
+    value_width = max(len(v) for _, v in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
+    title = f" {task}: final scores on the best checkpoint (x100) "
+    out = [title.center(len(line), "="), line]
+    out += [f"| {k.ljust(width)} | {v.ljust(value_width)} |" for k, v in rows]
+    out.append(line)
+    return "\n".join(out)

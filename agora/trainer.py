@@ -1,0 +1,158 @@
+"""``AgoraTrainer``: one recipe in, a finished run directory out.
+
+With ``agora.enabled: false`` a fit is plain fine-tuning, the baseline of every comparison:
+fit with dev evaluation each epoch, keep the best checkpoint by the task's official metric,
+re-score it, predict the test splits, export it with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agora.config import RunConfig, load_recipe, validate_recipe
+from agora.tasks import TaskCard, load_task
+
+log = logging.getLogger(__name__)
+
+# Lightning warnings that do not apply here: our samplers return every index, and predict_step
+# collects outputs itself (gathered across ranks) instead of returning them.
+warnings.filterwarnings("ignore", message=".*custom batch sampler.*for prediction.*")
+warnings.filterwarnings("ignore", message=".*predict returned None.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+@dataclass
+class RunResult:
+    """What a finished run gives back to a script."""
+
+    run_dir: Path
+    best_model_dir: Path | None
+    scores: dict[str, float]
+    """Final scores of the best checkpoint, e.g. ``{"validation/accuracy": 0.61}`` (fractions)."""
+    main_score: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    predictions: dict[str, Path] = field(default_factory=dict)
+    best_checkpoint: Path | None = None
+
+
+class AgoraTrainer:
+    """Runs a recipe. ``AgoraTrainer.from_recipe("rte", trainer__max_epochs=1).fit()``."""
+
+    def __init__(self, cfg: RunConfig, source: str | None = None):
+        self.cfg = cfg
+        self.source = source
+
+    @classmethod
+    def from_recipe(cls, path_or_name, **overrides) -> "AgoraTrainer":
+        """Load a recipe file or shipped name; overrides use dotted or ``__`` keys, or sections."""
+        return cls(load_recipe(path_or_name, overrides), source=str(path_or_name))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AgoraTrainer":
+        return cls(validate_recipe(data, source="<dict>"))
+
+    def fit(self) -> RunResult:
+        return run_fit(self.cfg, source=self.source)
+
+
+def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger) -> dict[str, Any]:
+    kwargs = dict(cfg.trainer)
+    kwargs.setdefault("use_distributed_sampler", False)  # our samplers shard by rank themselves
+    kwargs.setdefault("default_root_dir", str(run_dir))
+    kwargs.setdefault("log_every_n_steps", 10)
+    kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
+    kwargs.setdefault("logger", logger)
+    return kwargs
+
+
+def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from agora import rundir
+    from agora.datamodule import TaskDataModule
+    from agora.modeling import build_model, load_tokenizer
+    from agora.module import AgoraModule
+
+    card: TaskCard = load_task(cfg.task)
+    if card.train_split is None:
+        raise_test_only(card)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # Everything that can fail on bad input fails here, before any training.
+    tokenizer, pair_format = load_tokenizer(cfg.model)
+    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
+    model = build_model(cfg.model, card, cfg.seed)
+    module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names)
+
+    run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
+    header = f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
+                                 monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
+    logger = CSVLogger(str(run_dir), name="logs", version="")
+    trainer = L.Trainer(**_trainer_kwargs(cfg, run_dir, [checkpoint], logger))
+    if trainer.is_global_zero:
+        rundir.write_config(run_dir, cfg.to_dict(), header)
+
+    trainer.fit(module, datamodule=data)
+
+    best_ckpt = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if best_ckpt is not None:
+        state = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+    trainer.validate(module, datamodule=data, verbose=False)
+    scores = {k.removeprefix("val/"): v for k, v in module.last_scores.items() if k != "val_score"}
+    main_score = module.last_scores.get("val_score", float("nan"))
+    if cfg.output.predict and data.predict_names:
+        trainer.predict(module, datamodule=data, return_predictions=False)
+
+    predictions: dict[str, Path] = {}
+    best_dir = run_dir / "best" if cfg.output.export else None
+    if trainer.is_global_zero:
+        for name, out in module.last_eval.items():
+            path = run_dir / "predictions" / f"{name}.jsonl"
+            rundir.write_predictions(path, rundir.prediction_rows(card, out, with_gold=True))
+            predictions[name] = path
+        for name, out in module.predictions.items():
+            path = run_dir / "predictions" / f"{name.replace('/', '-')}.jsonl"
+            rundir.write_predictions(path, rundir.prediction_rows(data.card_of(name), out, with_gold=False))
+            predictions[name] = path
+        if best_dir is not None:
+            export(module.model, tokenizer, card, pair_format, cfg, best_dir)
+        rundir.write_metrics(run_dir, {
+            "task": card.name,
+            "main_metric": f"{card.select_split}/{card.main_metric}",
+            "main_score": main_score,
+            "final": scores,
+            "epochs": module.history,
+            "best_checkpoint": str(best_ckpt) if best_ckpt else None,
+            "best_model_dir": str(best_dir) if best_dir else None,
+            "predictions": {k: str(v) for k, v in predictions.items()},
+            "agora": {"enabled": cfg.agora.enabled},
+        })
+        print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
+    os.environ.pop("AGORA_RUN_DIR", None)
+    return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
+                     history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
+
+
+def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:
+    """``save_pretrained`` the student and its tokenizer; label names live in the config."""
+    model.config.agora = {"task": card.name, "pair_format": pair_format, "max_length": cfg.data.max_length}
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def raise_test_only(card: TaskCard):
+    from agora.errors import TaskError
+
+    raise TaskError(
+        f"task {card.name} is test-only (no training split); it is predicted by the "
+        f"{card.predicted_by} model: run recipes/{card.predicted_by}.yaml"
+    )
