@@ -1,0 +1,72 @@
+"""Shared fixtures: the real data dir, a tiny BORT-shaped model, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = os.environ.get("AGORA_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``$AGORA_DATA_DIR`` (the real benchmark files); tests that need it skip without it."""
+    if not DATA_DIR:
+        pytest.skip("AGORA_DATA_DIR is not set: real benchmark files unavailable")
+    path = Path(DATA_DIR)
+    if not path.is_dir():
+        pytest.fail(f"AGORA_DATA_DIR={DATA_DIR} is set but is not a directory")
+    return path
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(data_dir: Path) -> Path:
+    return data_dir / "tokenizers" / "roberta"
+
+
+@pytest.fixture(scope="session")
+def tiny_bort(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
+    """A BORT-shaped encoder scaled down (2 layers, hidden 32), random weights, RoBERTa tokenizer.
+
+    Same vocabulary handling as BORT (50265 tokens, pad id 1, no token types), saved like a
+    hub checkpoint so it loads through ``from_pretrained`` exactly as ``amazon/bort`` would.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    from agora.modeling import bort_config
+
+    out = tmp_path_factory.mktemp("tiny_bort")
+    torch.manual_seed(0)
+    model = BertModel(bort_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own Arrow cache, and no run dir leaks between tests."""
+    cache = tmp_path_factory.getbasetemp() / "agora-cache"
+    monkeypatch.setenv("AGORA_CACHE_DIR", str(cache))
+    monkeypatch.delenv("AGORA_RUN_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def tiny_recipe(model_dir: Path, data_dir: Path, out_dir: Path, task: str = "rte", **sections) -> dict:
+    """A recipe dict for a fast run of a real task slice with the tiny model."""
+    recipe = {
+        "task": task,
+        "model": {"name": str(model_dir)},
+        "optim": {"lr": 1e-3, "warmup_ratio": 0.1},
+        "data": {"dir": str(data_dir), "max_length": 64, "batch_size": 32, "max_train_samples": 128,
+                 "max_eval_samples": 96, "max_predict_samples": 64},
+        "trainer": {"max_epochs": 2, "enable_progress_bar": False, "enable_model_summary": False},
+        "output": {"dir": str(out_dir)},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    return recipe
