@@ -1,0 +1,377 @@
+"""The oracle S (the teacher) and its persistent cache of probabilities.
+
+Method card
+-----------
+What: Agora labels generated inputs with an already trained model S of "loose accuracy"
+(de Wynter 2020, arXiv 2010.07990). The paper appends S's hard labels; we keep S's full
+probability vector so rows can also train on soft targets (Hinton et al. 2015).
+
+- ``Teacher`` loads S with its own tokenizer, frozen, in eval mode, and scores inputs under
+  ``torch.inference_mode()`` in length-sorted batches. Classification: probabilities with
+  columns in the task's label order, matched by label NAME (case-insensitive) with an optional
+  ``label_map`` (teacher label -> task label; several teacher labels mapped to one task label
+  are summed, e.g. MNLI neutral + contradiction -> RTE not_entailment). Regression: the raw
+  score, shape ``[n, 1]``. Multiple choice: input ``(context, question, opt_1..opt_k)`` is
+  encoded as k pairs ``(context, question + " " + option)``; output is the softmax over options.
+- ``TeacherCache`` (our choice): each distinct input is scored once ever. Raw teacher outputs
+  are stored in Arrow IPC files ``<cache_dir>/<sha256(identity)[:16]>/part-XXXXX.arrow``
+  (columns ``key`` string, ``probs`` list<float32>), keyed by
+  ``sha256(json.dumps([identity, segments]))``. New entries go to a new part file written
+  atomically (temporary file in the same directory, then ``os.replace``). One writer per cache
+  directory at a time; other processes call ``refresh()`` to see new parts.
+
+The cache identity covers the teacher's weights (``Teacher.teacher_id``: resolved path, sha256
+of ``config.json``, size and mtime of the weight files; or hub id + commit) and everything
+else that changes its raw output (task type, ``max_length``). Label reordering is applied after
+the cache, so one cache serves any label order.
+
+The teacher is a plain object, never an ``nn.Module`` attribute of the student: DDP never
+wraps it and its weights never enter the student's checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from agora.errors import ModelError
+
+Segments = tuple[str, ...]
+TASK_TYPES = ("classification", "regression", "multiple_choice")
+_SCHEMA = pa.schema([("key", pa.string()), ("probs", pa.list_(pa.float32()))])
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """A model was named by a local path that does not exist."""
+
+
+def check_model_path(name: str, what: str = "model") -> None:
+    """Raise ``ModelNotFoundError`` (a FileNotFoundError) if ``name`` looks like a missing local path.
+
+    A name is a path when it starts with ``/ . ~``, has more than one separator, or its first
+    component exists locally (``runs/teacher``); otherwise ``org/model`` is taken as a hub id.
+    """
+    name = str(name)
+    if os.path.exists(os.path.expanduser(name)):
+        return
+    first = name.split(os.sep)[0]
+    if name.startswith(("/", ".", "~")) or name.count(os.sep) > 1 or (os.sep in name and os.path.isdir(first)):
+        raise ModelNotFoundError(f"{what}: no such file or directory: {name!r} (a local path was given)")
+
+
+def cache_key(identity: str, segments: Sequence[str]) -> str:
+    """The cache key of one input: ``sha256(json.dumps([identity, segments]))``."""
+    return hashlib.sha256(json.dumps([identity, list(segments)]).encode("utf-8")).hexdigest()
+
+
+class TeacherCache:
+    """Teacher outputs keyed by (teacher identity, input), persisted as Arrow part files.
+
+    Args:
+        cache_dir: root directory; ``None`` keeps the cache in memory only (still one model
+            call per distinct input for the life of the object).
+        teacher_id: identity of the teacher and of everything that changes its output.
+
+    Attributes:
+        hits, misses: counts of looked-up inputs found / not found.
+        directory: ``cache_dir/<sha256(teacher_id)[:16]>`` (None in memory).
+
+    Example:
+        >>> cache = TeacherCache(None, "my-teacher")  # in memory; give a directory to persist
+        >>> cache.add([("a premise", "a hypothesis")], [[0.3, 0.7]])
+        1
+        >>> cache.lookup([("a premise", "a hypothesis"), ("unseen",)])
+        (array([[0.3, 0.7],
+               [nan, nan]], dtype=float32), array([False,  True]))
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None, teacher_id: str):
+        self.teacher_id = teacher_id
+        self.hits = 0
+        self.misses = 0
+        self._rows: dict[str, np.ndarray] = {}
+        self._loaded: set[str] = set()
+        self.directory = None
+        if cache_dir is not None:
+            self.directory = Path(cache_dir) / hashlib.sha256(teacher_id.encode("utf-8")).hexdigest()[:16]
+            self.directory.mkdir(parents=True, exist_ok=True)
+            info = self.directory / "teacher.json"
+            if not info.exists():  # for people browsing the cache; never read back
+                self._atomic_write(info, lambda f: f.write(json.dumps({"teacher_id": teacher_id}).encode()))
+            self.refresh()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, segments: Sequence[str]) -> bool:
+        return cache_key(self.teacher_id, segments) in self._rows
+
+    def refresh(self) -> None:
+        """Load part files written since the last load (e.g. by another process)."""
+        if self.directory is None:
+            return
+        for path in sorted(self.directory.glob("part-*.arrow")):
+            if path.name in self._loaded:
+                continue
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+                keys = table.column("key").to_pylist()
+                probs = table.column("probs").combine_chunks()
+                offsets = probs.offsets.to_numpy()
+                values = np.array(probs.values.to_numpy(zero_copy_only=False), dtype=np.float32)  # copy out of the map
+            for i, key in enumerate(keys):
+                self._rows.setdefault(key, values[offsets[i] : offsets[i + 1]])
+            self._loaded.add(path.name)
+
+    def lookup(self, inputs: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(probs, miss)``: float32 ``[n, width]`` with NaN rows for misses, and a bool mask.
+
+        ``width`` is that of the stored rows (0 when nothing matched); rows of different widths
+        in one lookup raise ``ValueError``.
+        """
+        found = [self._rows.get(cache_key(self.teacher_id, seg)) for seg in inputs]
+        miss = np.array([row is None for row in found], dtype=bool)
+        widths = {len(row) for row in found if row is not None}
+        if len(widths) > 1:
+            raise ValueError(f"teacher cache {self.directory}: rows of different widths {sorted(widths)} in one lookup")
+        probs = np.full((len(found), widths.pop() if widths else 0), np.nan, dtype=np.float32)
+        for i, row in enumerate(found):
+            if row is not None:
+                probs[i] = row
+        self.hits += int((~miss).sum())
+        self.misses += int(miss.sum())
+        return probs, miss
+
+    def add(self, inputs: Sequence[Sequence[str]], probs) -> int:
+        """Store outputs for inputs not yet cached; returns how many entries were new."""
+        probs = np.asarray(probs, dtype=np.float32)
+        if len(probs) != len(inputs):
+            raise ValueError(f"TeacherCache.add: {len(inputs)} inputs but {len(probs)} rows of probabilities")
+        new: dict[str, np.ndarray] = {}
+        for seg, row in zip(inputs, probs):
+            key = cache_key(self.teacher_id, seg)
+            if key not in self._rows and key not in new:
+                new[key] = np.array(row, dtype=np.float32).reshape(-1)
+        if not new:
+            return 0
+        if self.directory is not None:
+            table = pa.table(
+                {"key": list(new), "probs": [row.tolist() for row in new.values()]},
+                schema=_SCHEMA.with_metadata({"teacher_id": self.teacher_id}),
+            )
+
+            def write(f):
+                with pa.ipc.new_file(f, table.schema) as writer:
+                    writer.write_table(table)
+
+            taken = [re.fullmatch(r"part-(\d+)\.arrow", p.name) for p in self.directory.glob("part-*.arrow")]
+            name = f"part-{max((int(m.group(1)) for m in taken if m), default=-1) + 1:05d}.arrow"
+            self._atomic_write(self.directory / name, write)
+            self._loaded.add(name)
+        self._rows.update(new)
+        return len(new)
+
+    def _atomic_write(self, path: Path, write) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def teacher_identity(path_or_id: str) -> str:
+    """Identity of the teacher weights: local path + config hash + weight files, or hub id + commit."""
+    from transformers.utils import cached_file
+
+    local = os.path.isdir(os.path.expanduser(path_or_id))
+    root = Path(os.path.expanduser(path_or_id)).resolve() if local else None
+    config = root / "config.json" if local else Path(cached_file(path_or_id, "config.json"))
+    config_sha = hashlib.sha256(config.read_bytes()).hexdigest()
+    if not local:
+        # Hub cache layout: .../snapshots/<commit>/config.json
+        return f"hub:{path_or_id}@{config.parent.name}|config:{config_sha}"
+    weights = sorted(p for p in root.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    stamps = ",".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
+    return f"{root}|config:{config_sha}|weights:{stamps}"
+
+
+class Teacher:
+    """A frozen, cached teacher that returns probabilities in the task's label order.
+
+    Args:
+        path_or_id: local directory (model + tokenizer saved with ``save_pretrained``) or hub id.
+        task_labels: the task's label names in order (classification); None keeps the
+            teacher's own order.
+        task_type: "classification", "regression" or "multiple_choice".
+        cache_dir: where the ``TeacherCache`` lives; None caches in memory only.
+        batch_size, max_length, device: how the teacher is run.
+        label_map: optional ``{teacher label: task label}`` for teachers whose label names
+            differ from the task's.
+
+    Attributes:
+        forward_calls: number of inputs passed through the model so far.
+        teacher_id: identity of the weights; ``cache`` the ``TeacherCache``.
+
+    Raises:
+        ModelNotFoundError (a FileNotFoundError): ``path_or_id`` looks like a missing local path.
+        ModelError (a ValueError): the teacher cannot be loaded, or its labels cannot be
+            matched to ``task_labels``.
+
+    Example::
+
+        teacher = Teacher("runs/rte-teacher", ["entailment", "not_entailment"], cache_dir="cache")
+        teacher.score([("A man sleeps.", "A person rests.")])  # array([[0.9, 0.1]], dtype=float32)
+        teacher.forward_calls                                  # 1; scoring it again adds nothing
+    """
+
+    def __init__(
+        self,
+        path_or_id: str,
+        task_labels: Sequence[str] | None = None,
+        task_type: str = "classification",
+        cache_dir: str | os.PathLike | None = None,
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str = "cpu",
+        label_map: dict[str, str] | None = None,
+    ):
+        from transformers import AutoConfig, AutoTokenizer  # imported here: `import agora.teacher` stays light
+        from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+
+        if task_type not in TASK_TYPES:
+            raise ModelError(f"teacher task_type must be one of {TASK_TYPES}, got {task_type!r}")
+        path_or_id = os.path.expanduser(str(path_or_id))
+        check_model_path(path_or_id, "teacher")
+        self.path = path_or_id
+        self.task_type = task_type
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self.forward_calls = 0
+        auto = AutoModelForMultipleChoice if task_type == "multiple_choice" else AutoModelForSequenceClassification
+        try:
+            config = AutoConfig.from_pretrained(path_or_id)
+            self.teacher_labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+            self.columns = self._label_matrix(task_labels, label_map)  # fail fast, before loading weights
+            self.tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+            self.model = auto.from_pretrained(path_or_id, config=config).to(device).eval().requires_grad_(False)
+        except OSError as err:
+            raise ModelError(
+                f"cannot load teacher {path_or_id!r}: {err}. Give a local directory saved with "
+                "save_pretrained (model + tokenizer), or make sure the Hugging Face Hub is reachable."
+            ) from err
+        self.teacher_id = teacher_identity(path_or_id)
+        identity = json.dumps({"teacher": self.teacher_id, "task_type": task_type, "max_length": max_length})
+        self.cache = TeacherCache(cache_dir, identity)
+
+    # ------------------------------------------------------------------ labels
+
+    def _label_matrix(self, task_labels, label_map) -> np.ndarray | None:
+        """``[teacher labels, task labels]`` 0/1 matrix mapping raw columns to task columns."""
+        if self.task_type == "regression":
+            if len(self.teacher_labels) != 1:
+                raise ModelError(
+                    f"teacher {self.path!r} has {len(self.teacher_labels)} outputs {self.teacher_labels}; "
+                    "a regression teacher needs exactly 1"
+                )
+            return None
+        if self.task_type == "multiple_choice" or task_labels is None:
+            return None
+        task = [str(t) for t in task_labels]
+        mapped = {str(k).casefold(): str(v) for k, v in (label_map or {}).items()}
+        names = [mapped.get(name.casefold(), name).casefold() for name in self.teacher_labels]
+        folded = [t.casefold() for t in task]
+        missing = [t for t in task if t.casefold() not in names]
+        extra = [self.teacher_labels[i] for i, n in enumerate(names) if n not in folded]
+        if missing or extra:  # generic LABEL_i names match only a task whose labels are LABEL_i too
+            generic = all(re.fullmatch(r"label_\d+", n) for n in names)
+            raise ModelError(
+                f"teacher {self.path!r} has labels {self.teacher_labels} but the task's labels are {task}"
+                + (f"; no teacher label for {missing}" if missing else "")
+                + (f"; teacher labels {extra} match no task label" if extra else "")
+                + ("; the teacher's names are generic LABEL_i" if generic else "")
+                + ". Labels are matched by name, case-insensitively. Fix: fine-tune the teacher on this task "
+                "with label names in its config (id2label), or set `teacher.label_map` "
+                "(teacher label -> task label)."
+            )
+        matrix = np.zeros((len(names), len(task)), dtype=np.float32)
+        for i, n in enumerate(names):
+            matrix[i, folded.index(n)] = 1.0
+        return matrix
+
+    # ------------------------------------------------------------------ scoring
+
+    @property
+    def num_outputs(self) -> int:
+        """Columns of ``score``'s output for classification and regression (multiple choice: per call)."""
+        return self.columns.shape[1] if self.columns is not None else len(self.teacher_labels)
+
+    def score(self, inputs: Sequence[Sequence[str]]) -> np.ndarray:
+        """Teacher outputs for each input, in input order, through the cache.
+
+        Returns:
+            float32 ``[n, num_labels]`` probabilities (task order); ``[n, 1]`` raw scores for
+            regression; ``[n, k]`` option probabilities for multiple choice.
+        """
+        inputs = [tuple(str(s) for s in seg) for seg in inputs]
+        if self.task_type == "multiple_choice" and len({len(seg) for seg in inputs}) > 1:
+            raise ValueError("Teacher.score: multiple-choice inputs in one call must have the same number of options")
+        if not inputs:
+            return np.zeros((0, 0 if self.task_type == "multiple_choice" else self.num_outputs), dtype=np.float32)
+        raw, miss = self.cache.lookup(inputs)
+        if miss.any():
+            todo = list(dict.fromkeys(seg for seg, m in zip(inputs, miss) if m))  # distinct, in order
+            scored = self._forward(todo)
+            self.cache.add(todo, scored)
+            fresh = dict(zip(todo, scored))
+            raw = np.stack([fresh[seg] if m else row for seg, m, row in zip(inputs, miss, raw)])
+        return raw @ self.columns if self.columns is not None else raw
+
+    def _forward(self, inputs: list[Segments]) -> np.ndarray:
+        """Run the model on distinct inputs, batched by arity and length; rows in input order."""
+        import torch
+
+        order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), -sum(map(len, inputs[i]))))
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        with torch.inference_mode():
+            start = 0
+            while start < len(order):
+                arity = len(inputs[order[start]])
+                batch = [i for i in order[start : start + self.batch_size] if len(inputs[i]) == arity]
+                rows = self._run([inputs[i] for i in batch])
+                for i, row in zip(batch, rows):
+                    out[i] = row
+                self.forward_calls += len(batch)
+                start += len(batch)
+        return np.stack(out).astype(np.float32)
+
+    def _run(self, batch: list[Segments]) -> np.ndarray:
+        kw = dict(truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        if self.task_type == "multiple_choice":
+            k = len(batch[0]) - 2
+            if k < 1:
+                raise ValueError("a multiple-choice input is (context, question, option_1, ..., option_k)")
+            firsts = [seg[0] for seg in batch for _ in range(k)]
+            seconds = [f"{seg[1]} {opt}".strip() for seg in batch for opt in seg[2:]]
+            enc = self.tokenizer(firsts, seconds, **kw)
+            enc = {name: t.view(len(batch), k, -1).to(self.device) for name, t in enc.items()}
+            return self.model(**enc).logits.float().softmax(-1).cpu().numpy()
+        if len(batch[0]) > 2:
+            raise ValueError(f"a {self.task_type} input has 1 or 2 segments, got {len(batch[0])}")
+        texts = [seg[0] for seg in batch]
+        pairs = [seg[1] for seg in batch] if len(batch[0]) == 2 else None
+        enc = self.tokenizer(texts, pairs, **kw).to(self.device)
+        logits = self.model(**enc).logits.float()
+        return (logits if self.task_type == "regression" else logits.softmax(-1)).cpu().numpy()

@@ -1,0 +1,184 @@
+"""Teacher and TeacherCache: label matching by name, one forward pass per distinct input, ever."""
+
+import csv
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from agora.teacher import Teacher, TeacherCache, teacher_identity
+
+DATA = os.environ.get("AGORA_DATA_DIR")
+needs_data = pytest.mark.skipif(not DATA, reason="AGORA_DATA_DIR is not set")
+TASK = ["entailment", "not_entailment"]
+
+
+def rte_pairs(n=20):
+    with open(Path(DATA) / "glue/RTE/dev.tsv", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quotechar=None))[1 : n + 1]
+    return [(r[1], r[2]) for r in rows]
+
+
+@functools.lru_cache(maxsize=1)
+def roberta_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(Path(DATA) / "tokenizers/roberta")
+
+
+def save_tiny(path, id2label, kind="classification"):
+    """A 1-layer BERT with the RoBERTa tokenizer, saved like a fine-tuned teacher."""
+    import torch
+    from transformers import BertConfig, BertForMultipleChoice, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+        id2label=id2label, label2id={v: k for k, v in id2label.items()},
+    )
+    model = BertForMultipleChoice(config) if kind == "multiple_choice" else BertForSequenceClassification(config)
+    model.save_pretrained(path)
+    roberta_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    if not DATA:
+        pytest.skip("AGORA_DATA_DIR is not set")
+    # Deliberately NOT the task's order: the teacher's columns must be swapped.
+    return save_tiny(tmp_path_factory.mktemp("teacher"), {0: "not_entailment", 1: "entailment"})
+
+
+def raw_probs(teacher, inputs):
+    """The model's own softmax in the teacher's label order: one padded batch, no cache, no sorting."""
+    import torch
+
+    enc = teacher.tokenizer([a for a, _ in inputs], [b for _, b in inputs], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return teacher.model(**enc).logits.softmax(-1).numpy()
+
+
+@needs_data
+def test_columns_follow_task_label_order(teacher_dir, tmp_path):
+    inputs = rte_pairs(20)
+    teacher = Teacher(teacher_dir, TASK, cache_dir=tmp_path, batch_size=8)
+    probs = teacher.score(inputs)
+    raw = raw_probs(teacher, inputs)
+    assert probs.shape == (20, 2) and probs.dtype == np.float32
+    assert np.allclose(probs, raw[:, ::-1], atol=1e-5)  # swapped: batching and sorting keep input order
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-6)
+    teacher.columns = None  # no task labels: the teacher's own order
+    assert np.allclose(teacher.score(inputs[:3]), raw[:3], atol=1e-5)
+
+
+@needs_data
+def test_each_distinct_input_scored_once_ever(teacher_dir, tmp_path):
+    inputs = rte_pairs(20)
+    doubled = inputs + inputs[:7] + [inputs[3]] * 3  # 30 inputs, 20 distinct
+    teacher = Teacher(teacher_dir, TASK, cache_dir=tmp_path, batch_size=6)
+    first = teacher.score(doubled)
+    assert teacher.forward_calls == 20
+    assert np.array_equal(first[20:27], first[:7]) and np.array_equal(first[27], first[3])
+    again = teacher.score(inputs[::-1])
+    assert teacher.forward_calls == 20 and np.array_equal(again, first[:20][::-1])
+
+    restarted = Teacher(teacher_dir, TASK, cache_dir=tmp_path)  # a new process, same cache dir
+    assert np.array_equal(restarted.score(doubled), first)
+    assert restarted.forward_calls == 0 and restarted.cache.hits == 30 and restarted.cache.misses == 0
+
+    more = rte_pairs(25)[20:]
+    restarted.score(inputs[:2] + more)
+    assert restarted.forward_calls == 5
+
+    # The cache on disk: one valid Arrow part file per batch of new entries, no temporary files.
+    parts = sorted(restarted.cache.directory.glob("part-*.arrow"))
+    assert [p.name for p in parts] == ["part-00000.arrow", "part-00001.arrow"]
+    assert not list(restarted.cache.directory.glob("*.tmp"))
+    tables = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in parts]
+    assert [t.num_rows for t in tables] == [20, 5]
+    assert tables[0].schema.field("key").type == pa.string()
+    assert tables[0].schema.field("probs").type == pa.list_(pa.float32())
+    stored = np.array(tables[0].column("probs").to_pylist(), dtype=np.float32)
+    assert np.array_equal(stored[:, ::-1], first[:20])  # the raw teacher order is what is stored
+
+
+@needs_data
+def test_label_mismatch_error(teacher_dir):
+    with pytest.raises(ValueError) as err:
+        Teacher(teacher_dir, ["yes", "no"])
+    msg = str(err.value)
+    assert teacher_dir in msg and "not_entailment" in msg and "'yes'" in msg and "teacher.label_map" in msg
+    assert "fine-tune the teacher" in msg
+
+
+@needs_data
+def test_generic_label_names_need_a_label_map(tmp_path):
+    path = save_tiny(tmp_path / "generic", {0: "LABEL_0", 1: "LABEL_1"})
+    with pytest.raises(ValueError, match="generic"):
+        Teacher(path, TASK)
+    mapped = Teacher(path, TASK, label_map={"LABEL_0": "not_entailment", "label_1": "ENTAILMENT"})
+    inputs = rte_pairs(3)
+    assert np.allclose(mapped.score(inputs), raw_probs(mapped, inputs)[:, ::-1], atol=1e-5)
+
+
+@needs_data
+def test_label_map_merges_teacher_labels(tmp_path):
+    path = save_tiny(tmp_path / "mnli", {0: "Entailment", 1: "neutral", 2: "contradiction"})
+    teacher = Teacher(path, TASK, label_map={"neutral": "not_entailment", "contradiction": "not_entailment"})
+    inputs = rte_pairs(3)
+    raw = raw_probs(teacher, inputs)
+    probs = teacher.score(inputs)
+    assert np.allclose(probs[:, 0], raw[:, 0], atol=1e-5) and np.allclose(probs[:, 1], raw[:, 1] + raw[:, 2], atol=1e-5)
+
+
+def test_missing_local_path():
+    with pytest.raises(FileNotFoundError, match="/no/such/teacher"):
+        Teacher("/no/such/teacher", TASK)
+    with pytest.raises(FileNotFoundError, match="no/such/teacher"):
+        Teacher("./no/such/teacher", TASK)
+
+
+@needs_data
+def test_regression_and_multiple_choice(tmp_path):
+    reg = Teacher(save_tiny(tmp_path / "reg", {0: "LABEL_0"}), None, task_type="regression")
+    scores = reg.score(rte_pairs(4))
+    assert scores.shape == (4, 1) and np.isfinite(scores).all()
+
+    mc = Teacher(save_tiny(tmp_path / "mc", {0: "LABEL_0"}, "multiple_choice"), None, task_type="multiple_choice")
+    a, b = rte_pairs(2)
+    inputs = [(a[0], "Which is true?", a[1], b[1], "none"), (b[0], "Which is true?", b[1], a[1], "all")]
+    probs = mc.score(inputs + inputs[:1])
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-6) and mc.forward_calls == 2
+
+
+@needs_data
+def test_new_weights_mean_a_new_identity(teacher_dir, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(teacher_dir, tmp_path / "copy")
+    before = teacher_identity(str(copy))
+    assert before == teacher_identity(str(copy)) and str(copy) in before
+    weights = copy / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert teacher_identity(str(copy)) != before
+    assert TeacherCache(tmp_path, before).directory != TeacherCache(tmp_path, teacher_identity(str(copy))).directory
+
+
+def test_teacher_cache_lookup_and_add(tmp_path):
+    cache = TeacherCache(tmp_path, "teacher-x")
+    inputs = [("a", "b"), ("c",), ("a", "b")]
+    probs, miss = cache.lookup(inputs)
+    assert miss.tolist() == [True, True, True] and probs.shape == (3, 0) and cache.misses == 3
+    assert cache.add(inputs, np.array([[0.1, 0.9], [0.5, 0.5], [0.1, 0.9]])) == 2
+    probs, miss = cache.lookup([("c",), ("zzz",), ("a", "b")])
+    assert miss.tolist() == [False, True, False] and np.isnan(probs[1]).all()
+    assert np.allclose(probs[[0, 2]], [[0.5, 0.5], [0.1, 0.9]]) and cache.hits == 2
+    assert TeacherCache(tmp_path, "teacher-x").lookup([("c",)])[1].tolist() == [False]  # persisted
+    assert TeacherCache(tmp_path, "teacher-y").lookup([("c",)])[1].tolist() == [True]  # other teacher
+    memory = TeacherCache(None, "teacher-x")
+    memory.add([("c",)], [[1.0, 0.0]])
+    assert memory.lookup([("c",)])[1].tolist() == [False] and memory.directory is None
