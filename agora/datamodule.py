@@ -20,20 +20,17 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from agora.config import RunConfig
+from agora.formats import format_of, pad_token_columns
 from agora.paths import cache_dir, data_dir
-from agora.splits import is_pair, load_split
+from agora.splits import code_stamp, is_pair, load_split  # noqa: F401  (is_pair re-exported)
 from agora.tasks import TaskCard, load_task
 
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def encode(tokenizer, card: TaskCard, batch: dict[str, list], max_length: int) -> dict[str, list]:
-    """Tokenize a batch of rows (text_a[, text_b]) the way the student reads them."""
-    texts = (batch["text_a"], batch["text_b"]) if is_pair(card) else (batch["text_a"],)
-    enc = tokenizer(*texts, truncation=True, max_length=max_length)
-    out = {k: enc[k] for k in TOKEN_COLUMNS if k in enc}
-    out["length"] = [len(ids) for ids in enc["input_ids"]]
-    return out
+    """Tokenize a batch of rows the way the student reads them (see :mod:`agora.formats`)."""
+    return format_of(card).encode(tokenizer, card, batch, max_length)
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -44,13 +41,20 @@ class LengthBucketSampler(Sampler[list[int]]):
     padded (by repeating the first ones) to a multiple of ``world_size`` so every rank steps the
     same number of times. Evaluation (``shuffle=False``): sorted by length, no padding; each rank
     takes every ``world_size``-th batch, and predictions are gathered and de-duplicated by idx.
+
+    Agora (training only): ``num_samples`` rows per epoch (default: all), drawn without
+    replacement, or with replacement in proportion to ``weights`` (``reweight_mode: sampler``);
+    the draw depends on (seed, epoch) only, so every rank draws the same rows.
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, bucket: bool = True, megabatch: int = 50):
+                 rank: int = 0, world_size: int = 1, bucket: bool = True, megabatch: int = 50,
+                 num_samples: int | None = None, weights: np.ndarray | None = None):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.bucket, self.megabatch = rank, world_size, bucket, megabatch
+        self.num_samples = len(self.lengths) if num_samples is None or not shuffle else int(num_samples)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,7 +66,11 @@ class LengthBucketSampler(Sampler[list[int]]):
             order = np.argsort(-self.lengths, kind="stable") if self.bucket else np.arange(n)
             return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         rng = np.random.default_rng((self.seed, self.epoch))
-        order = rng.permutation(n)
+        if self.weights is not None:
+            order = rng.choice(n, size=self.num_samples, replace=True, p=self.weights / self.weights.sum())
+        else:
+            order = rng.permutation(n)[: self.num_samples]
+        n = len(order)
         if self.bucket:
             size = self.batch_size * self.megabatch
             chunks = [order[i : i + size] for i in range(0, n, size)]
@@ -79,7 +87,7 @@ class LengthBucketSampler(Sampler[list[int]]):
             yield batch.tolist()
 
     def __len__(self) -> int:
-        n_batches = math.ceil(len(self.lengths) / self.batch_size)
+        n_batches = math.ceil((self.num_samples if self.shuffle else len(self.lengths)) / self.batch_size)
         if self.shuffle:
             return math.ceil(n_batches / self.world_size)
         return len(range(self.rank, n_batches, self.world_size))
@@ -93,13 +101,8 @@ class Collator:
         self.regression = regression
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        batch: dict[str, torch.Tensor] = {}
-        for key in TOKEN_COLUMNS:
-            if key not in rows[0]:
-                continue
-            pad = self.pad_token_id if key == "input_ids" else 0
-            batch[key] = torch.tensor([list(r[key]) + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
+        # [batch, len], or [batch, n_choices, len] for multiple choice; mask 1 on stored tokens
+        batch: dict[str, torch.Tensor] = pad_token_columns(rows, self.pad_token_id)
         batch["idx"] = torch.tensor([r["idx"] for r in rows], dtype=torch.long)
         batch["labels"] = torch.tensor(
             [r["label"] for r in rows], dtype=torch.float32 if self.regression else torch.long
@@ -108,23 +111,31 @@ class Collator:
             batch["weight"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
         if "teacher_probs" in rows[0]:
             batch["teacher_probs"] = torch.tensor([r["teacher_probs"] for r in rows], dtype=torch.float32)
+        if "is_generated" in rows[0]:
+            batch["is_generated"] = torch.tensor([r["is_generated"] for r in rows], dtype=torch.bool)
         return batch
 
 
 class _Rows(torch.utils.data.Dataset):
-    """A thin view giving the DataLoader dict rows fetched in one Arrow read per batch."""
+    """A thin view giving the DataLoader dict rows fetched in one Arrow read per batch.
 
-    def __init__(self, ds: datasets.Dataset):
+    ``extras``: per-row numpy columns (Agora's weight, teacher_probs, is_generated) added to each
+    row without touching the Arrow table.
+    """
+
+    def __init__(self, ds: datasets.Dataset, extras: dict[str, np.ndarray] | None = None):
         self.ds = ds
+        self.extras = extras or {}
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> dict:
-        return self.ds[int(i)]
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         cols = self.ds[list(indices)]
+        cols.update({k: v[np.asarray(indices, dtype=np.int64)].tolist() for k, v in self.extras.items()})
         return [{k: cols[k][j] for k in cols} for j in range(len(indices))]
 
 
@@ -138,6 +149,12 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenized: dict[str, datasets.Dataset] = {}
         self.predict_names: list[str] = []
         self.eval_names: list[str] = list(card.eval_splits)
+        # Set by agora.callback.AgoraCallback: tokenized generated rows appended to the training
+        # split, per-row extras over both (weight, teacher_probs, is_generated), sampler settings.
+        self.generated: datasets.Dataset | None = None
+        self.train_extras: dict[str, np.ndarray] = {}
+        self.sampler_weights: np.ndarray | None = None
+        self.epoch_size: int | None = None
 
     # -- loading -------------------------------------------------------------------------
     def load(self, predict: bool = True) -> "TaskDataModule":
@@ -155,25 +172,61 @@ class TaskDataModule(L.LightningDataModule):
                 for s in other.test_splits:
                     wanted.append((f"{other.name}/{s}", other, s, dcfg.max_predict_samples))
         for key, card, split, limit in wanted:
-            ds = load_split(card, split, root, dcfg.source, cache)
+            ds = load_split(card, split, root, dcfg.source, cache, dcfg.files.get(key))
             if limit is not None and limit < len(ds):
                 ds = ds.select(range(limit))
             self.raw[key] = ds
             self.tokenized[key] = self._tokenize(ds, card)
             if key not in self.eval_names and key != self.card.train_split:
                 self.predict_names.append(key)
+        if self.cfg.agora.enabled and self.card.train_split:
+            self.split_eval_set()
         return self
 
+    def split_eval_set(self) -> None:
+        """Agora's E: ``e_gen`` / ``e_sel`` splits carved from train (kept out of D), see
+        :mod:`agora.evalset`; ``e_sel`` is also evaluated each epoch. ``eval_on: dev``: both are dev."""
+        from agora.evalset import default_e_size, split_e
+
+        acfg, train = self.cfg.agora, self.card.train_split
+        if acfg.eval_on == "dev":
+            for name in ("e_gen", "e_sel"):
+                self.raw[name], self.tokenized[name] = self.raw[self.card.select_split], self.tokenized[self.card.select_split]
+            return
+        labels = np.asarray(self.raw[train].with_format("numpy")["label"])
+        n_dev = len(self.raw[self.card.select_split]) if self.card.eval_splits else len(labels)
+        size = acfg.e_size or default_e_size(len(labels), n_dev, acfg.e_max_fraction)
+        d, gen, sel = split_e(labels, size, self.cfg.seed, self.card.format == "regression")
+        for name, positions in (("e_gen", gen), ("e_sel", sel), (train, d)):
+            self.raw[name] = self.raw[train].select(positions)
+            self.tokenized[name] = self.tokenized[train].select(positions)
+        self.eval_names.append("e_sel")
+
     def _tokenize(self, ds: datasets.Dataset, card: TaskCard) -> datasets.Dataset:
+        """Token columns + ``length`` beside idx and label; other columns stay in ``raw`` (see :meth:`meta`)."""
         tokenizer, max_length = self.tokenizer, self.cfg.data.max_length
-        text_cols = [c for c in ("text_a", "text_b") if c in ds.column_names]
+        code = code_stamp(format_of(card).__class__)  # part of the cache fingerprint
         return ds.map(
-            lambda batch: encode(tokenizer, card, batch, max_length),
+            lambda batch, _code=code: encode(tokenizer, card, batch, max_length),
             batched=True,
             batch_size=1000,
-            remove_columns=text_cols,
+            remove_columns=[c for c in ds.column_names if c not in ("idx", "label")],
+            features=format_of(card).tokenized_features(card, tokenizer),
             desc=f"Tokenizing {card.name}",
         )
+
+    def meta(self, key: str, idx) -> dict[str, list] | None:
+        """The columns a split's metric and prediction rows need (MultiRC groups, ReCoRD candidates,
+        RACE ids and levels), for the rows ``idx`` in that order; None when the format needs none."""
+        card = self.card_of(key)
+        columns = format_of(card).meta_columns(card)
+        if not columns or key not in self.raw:
+            return None
+        raw = self.raw[key]
+        all_idx = np.asarray(raw.with_format("numpy")["idx"])
+        order = np.argsort(all_idx, kind="stable")
+        positions = order[np.searchsorted(all_idx[order], np.asarray(idx))]
+        return raw.select_columns(columns)[positions.tolist()]
 
     # -- loaders -------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
@@ -182,20 +235,27 @@ class TaskDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, ds: datasets.Dataset, batch_size: int, shuffle: bool, extras=None,
+                num_samples: int | None = None, weights: np.ndarray | None = None) -> DataLoader:
         rank, world = self._rank_world()
         lengths = ds.with_format("numpy")["length"]
         sampler = LengthBucketSampler(lengths, batch_size, shuffle, self.cfg.seed, rank, world,
-                                      bucket=self.cfg.data.bucket_by_length)
+                                      bucket=self.cfg.data.bucket_by_length, num_samples=num_samples,
+                                      weights=weights)
         collate = Collator(self.tokenizer.pad_token_id or 0, self.card.format == "regression")
-        return DataLoader(_Rows(ds), batch_sampler=sampler, collate_fn=collate,
+        return DataLoader(_Rows(ds, extras), batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.cfg.data.num_workers)
 
     def train_dataset(self) -> datasets.Dataset:
-        return self.tokenized[self.card.train_split]
+        """D: the training split, then Agora's generated rows (appended, never re-tokenized)."""
+        ds = self.tokenized[self.card.train_split]
+        if self.generated is not None and len(self.generated):
+            ds = datasets.concatenate_datasets([ds, self.generated])
+        return ds
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), self.cfg.data.batch_size, shuffle=True)
+        return self._loader(self.train_dataset(), self.cfg.data.batch_size, shuffle=True, extras=self.train_extras,
+                            num_samples=self.epoch_size, weights=self.sampler_weights)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.tokenized[s], self.cfg.data.eval_batch_size, False) for s in self.eval_names]

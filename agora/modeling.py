@@ -132,8 +132,12 @@ def load_model_config(model_cfg: ModelConfig, **kwargs):
 
 
 def model_class(card: TaskCard):
-    """The ``AutoModelFor...`` class of a task's format."""
-    return AutoModelForSequenceClassification
+    """The ``AutoModelFor...`` class of a task's format (multiple choice: ``AutoModelForMultipleChoice``)."""
+    import transformers
+
+    from agora.formats import format_of
+
+    return getattr(transformers, format_of(card).model_class)
 
 
 def build_model(model_cfg: ModelConfig, card: TaskCard, seed: int = 0) -> torch.nn.Module:
@@ -141,7 +145,7 @@ def build_model(model_cfg: ModelConfig, card: TaskCard, seed: int = 0) -> torch.
     kwargs: dict = {"num_labels": card.num_labels}
     if card.format == "regression":
         kwargs["problem_type"] = "regression"
-    else:
+    elif card.labels:
         kwargs["id2label"] = dict(enumerate(card.labels))
         kwargs["label2id"] = {n: i for i, n in enumerate(card.labels)}
     if model_cfg.dropout is not None:

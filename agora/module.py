@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from agora.config import RunConfig
-from agora.metrics import compute_metrics
+from agora.formats import format_of
+from agora.metrics import compute_metrics  # noqa: F401
 from agora.tasks import TaskCard
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layernorm.weight")
@@ -47,14 +48,12 @@ def merge_by_idx(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def predictions_from_logits(card: TaskCard, logits: np.ndarray) -> np.ndarray:
-    if card.format == "regression":
-        return logits[:, 0]
-    return logits.argmax(-1)
+    return format_of(card).predict(card, logits)
 
 
-def score(card: TaskCard, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    preds = predictions_from_logits(card, logits)
-    return compute_metrics(card.metrics, predictions=preds.tolist(), references=labels.tolist())
+def score(card: TaskCard, logits: np.ndarray, labels: np.ndarray, meta: dict | None = None) -> dict[str, float]:
+    """The card's metrics; ``meta`` holds the row columns grouped formats need (MultiRC, ReCoRD, RACE)."""
+    return format_of(card).score(card, logits, labels, meta)
 
 
 class AgoraModule(L.LightningModule):
@@ -113,7 +112,14 @@ class AgoraModule(L.LightningModule):
              "labels": np.concatenate([c[2] for c in chunks])}
             if chunks else {}
         )
-        return merge_by_idx(gather_objects(local))
+        out = merge_by_idx(gather_objects(local))
+        name = key.split(":", 1)[1]
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if out and hasattr(datamodule, "meta"):  # columns a format scores or writes with (by idx)
+            meta = datamodule.meta(name, out["idx"])
+            if meta is not None:
+                out["meta"] = meta
+        return out
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._collect(f"val:{self.eval_names[dataloader_idx]}", batch, self(batch))
@@ -125,7 +131,7 @@ class AgoraModule(L.LightningModule):
             if not out:
                 continue
             self.last_eval[name] = out
-            for metric, value in score(self.card, out["logits"], out["labels"]).items():
+            for metric, value in score(self.card, out["logits"], out["labels"], out.get("meta")).items():
                 results[f"val/{name}/{metric}"] = value
         if self.trainer.sanity_checking or not results:
             return

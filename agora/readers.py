@@ -21,11 +21,21 @@ csv.field_size_limit(sys.maxsize)
 
 Reader = Callable[[Path, LocalSplit, TaskCard], Iterator[dict]]
 READERS: dict[str, Reader] = {}
+HUB_READERS: dict[str, Callable] = {}
+"""name -> ``fn(examples, card, where) -> Iterator[dict]``: hub examples (dicts) to rows."""
+EXTRA_FEATURES: dict[str, dict] = {}
+"""name -> extra Arrow columns its rows carry beyond the format's own (RACE: id, level, ...)."""
 
 
-def register_reader(name: str):
+def register_reader(name: str, extra_features: dict | None = None, hub: Callable | None = None):
+    """Register a local reader (and optionally its hub counterpart and the extra columns it adds)."""
+
     def wrap(fn: Reader) -> Reader:
         READERS[name] = fn
+        if extra_features:
+            EXTRA_FEATURES[name] = dict(extra_features)
+        if hub is not None:
+            HUB_READERS[name] = hub
         return fn
 
     return wrap
@@ -93,3 +103,7 @@ def read_tsv(path: Path, spec: LocalSplit, card: TaskCard, encoding: str = "utf-
             if "label" in positions:
                 out["label"] = convert_label(row[positions["label"]], card, where)
             yield out
+
+
+# Readers of the SuperGLUE JSONL and RACE directory layouts register themselves on import.
+from agora import race, superglue  # noqa: E402,F401

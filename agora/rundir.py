@@ -65,25 +65,12 @@ def _jsonable(value):
 
 
 def prediction_rows(card: TaskCard, out: dict[str, np.ndarray], with_gold: bool) -> list[dict]:
-    """One JSON-able dict per example, ordered by idx: label name (or score) and probabilities."""
-    rows = []
-    logits = out["logits"]
-    if card.format == "regression":
-        for i, idx in enumerate(out["idx"]):
-            row = {"idx": int(idx), "label": round(float(logits[i, 0]), 6)}
-            if with_gold:
-                row["gold"] = float(out["labels"][i])
-            rows.append(row)
-        return rows
-    shifted = logits - logits.max(-1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
-    for i, idx in enumerate(out["idx"]):
-        row = {"idx": int(idx), "label": card.labels[int(probs[i].argmax())],
-               "probs": [round(float(p), 6) for p in probs[i]]}
-        if with_gold:
-            row["gold"] = card.labels[int(out["labels"][i])]
-        rows.append(row)
-    return rows
+    """One JSON-able dict per example (per paragraph for MultiRC, per query for ReCoRD), ordered by
+    idx: label name (or score) and probabilities; the shapes per format are in :mod:`agora.formats`.
+    ``out`` is a gathered split (``idx``, ``logits``, ``labels``, and ``meta`` where the format needs it)."""
+    from agora.formats import format_of
+
+    return format_of(card).prediction_rows(card, out, out.get("meta"), with_gold)
 
 
 def write_predictions(path: Path, rows: list[dict]) -> None:

@@ -39,6 +39,8 @@ class LocalSource(_Card):
     columns: dict[str, str | int] = Field(default_factory=dict)
     encoding: str = "utf-8-sig"
     splits: dict[str, LocalSplit | str]
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Reader settings (``race``: ``levels``, the level directories to read, in order)."""
 
     def split(self, name: str) -> LocalSplit:
         spec = self.splits[name]
@@ -60,13 +62,18 @@ class HubSource(_Card):
     """Our field -> the hub column."""
     label_names: dict[str, str] = Field(default_factory=dict)
     """Hub label name -> our label name, where they are spelled differently."""
+    reader: str | None = None
+    """A registered reader that turns hub examples into rows (WiC, WSC, COPA, MultiRC, ReCoRD,
+    RACE); without it, ``columns`` are mapped one to one."""
 
 
 class TaskCard(_Card):
     name: str
     benchmark: str
     description: str = ""
-    format: Literal["classification", "regression"]
+    format: Literal["classification", "regression", "multiple_choice", "grouped", "entity_cloze"]
+    """See :mod:`agora.formats`: single/pair classification, regression, multiple choice (COPA,
+    RACE), binary answers grouped by question (MultiRC), entity cloze (ReCoRD)."""
     labels: list[str] | None = None
     label_values: dict[str, str] = Field(default_factory=dict)
     """Raw value in the original files -> label name (``"1": equivalent``)."""
@@ -79,6 +86,10 @@ class TaskCard(_Card):
     """Test-only tasks predicted by this task's model (MNLI -> AX)."""
     predicted_by: str | None = None
     """For test-only tasks: the task whose model predicts this one."""
+    choices: int | None = Field(None, ge=2)
+    """Multiple choice: the number of options of every question (COPA 2, RACE 4)."""
+    prediction_fields: list[str] = Field(default_factory=list)
+    """Columns copied from the data into each prediction row (RACE: ``id``, ``question_idx``)."""
     local: LocalSource | None = None
     hub: HubSource | None = None
     submission: dict[str, Any] = Field(default_factory=dict)
@@ -86,8 +97,15 @@ class TaskCard(_Card):
 
     @model_validator(mode="after")
     def _check(self) -> "TaskCard":
-        if self.format == "classification" and not self.labels:
-            raise ValueError("a classification task needs 'labels' (names, in order)")
+        if self.format in ("classification", "grouped", "entity_cloze") and not self.labels:
+            raise ValueError(f"a {self.format} task needs 'labels' (names, in order)")
+        if self.format in ("grouped", "entity_cloze") and len(self.labels) != 2:
+            raise ValueError(f"a {self.format} task is binary per row: 'labels' needs 2 names (no, yes)")
+        if self.format == "multiple_choice":
+            if self.choices is None:
+                raise ValueError("a multiple_choice task needs 'choices' (options per question)")
+            if self.labels is not None and len(self.labels) != self.choices:
+                raise ValueError(f"'labels' names {len(self.labels)} options but 'choices' is {self.choices}")
         if self.main_metric not in self.metrics:
             raise ValueError(f"main_metric '{self.main_metric}' is not one of metrics {self.metrics}")
         unknown = set(self.label_values.values()) - set(self.labels or [])
@@ -100,6 +118,8 @@ class TaskCard(_Card):
     # -- convenience -------------------------------------------------------------------
     @property
     def num_labels(self) -> int:
+        if self.format == "multiple_choice":
+            return self.choices  # type: ignore[return-value]
         return 1 if self.format == "regression" else len(self.labels or [])
 
     @property
@@ -126,8 +146,14 @@ def load_task(name_or_path: str | os.PathLike) -> TaskCard:
     """Load a shipped card by name (``rte``, ``sst2``) or any card by path."""
     path = Path(name_or_path).expanduser()
     if not path.is_file():
+        # Card names are unique across benchmarks (glue "rte", superglue "superglue-rte");
+        # "<benchmark>/<name>" also works: "glue/rte", "superglue/rte", "race/race-m".
         key = str(name_or_path).lower().replace("-", "").replace("_", "")
         shipped = {n.replace("-", "").replace("_", ""): p for n, p in available_tasks().items()}
+        if "/" in key:
+            bench, _, stem = key.partition("/")
+            inside = {k: p for k, p in shipped.items() if p.parent.name == bench}
+            key = next((k for k in (stem, bench + stem) if k in inside), key)
         if key not in shipped:
             raise TaskError(
                 f"unknown task '{name_or_path}': not a file and not a shipped task card. "
