@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agora.errors import RecipeError
 from agora.paths import RECIPES_DIR
@@ -51,6 +51,9 @@ class DataConfig(_Section):
     dir: str | None = None
     """Root of the original benchmark files; defaults to ``$AGORA_DATA_DIR``."""
     source: Literal["auto", "local", "hub"] = "auto"
+    files: dict[str, str] = Field(default_factory=dict)
+    """Split -> a file of the card's layout replacing the card's own, relative to ``dir`` or absolute,
+    e.g. ``{train: superglue/FewGLUE/BoolQ/train.jsonl}``; ``axb/test`` names a predicted task's split."""
     max_length: int = Field(128, ge=8)
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
@@ -63,9 +66,70 @@ class DataConfig(_Section):
     """Arrow cache of parsed and tokenized splits; defaults to ``~/.cache/agora``."""
 
 
+class TeacherConfig(_Section):
+    """The oracle S: a trained sequence-classification (or multiple-choice) checkpoint."""
+
+    path: str | None = None
+    """Hub id or local directory (model + its own tokenizer); it scores raw text."""
+    label_map: dict[str, str] | None = None
+    """Teacher label -> task label, where the names differ (labels are matched by name)."""
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(256, ge=8)
+    device: str = "auto"
+    """``auto``: the student's device on rank 0 (the teacher runs on rank 0 only)."""
+    cache_dir: str | None = None
+    """Teacher cache root; defaults to ``<data cache dir>/teacher`` (shared by runs and rounds)."""
+
+
 class AgoraConfig(_Section):
+    """Settings of :class:`agora.callback.AgoraCallback`; see its method card and AGORA.md."""
+
     enabled: bool = False
     """Off: plain fine-tuning, the baseline every Agora result is compared with."""
+    # -- E: the rows whose mistakes drive generation (E_gen) and that rank models (E_sel)
+    eval_on: Literal["train_slice", "dev"] = "train_slice"
+    """``train_slice``: E is carved from train (kept out of D); ``dev``: E = dev (paper-faithful)."""
+    e_size: int | None = Field(None, ge=2)
+    """Rows of E; default: the dev set's size, capped at ``e_max_fraction`` of train."""
+    e_max_fraction: float = Field(0.2, gt=0, lt=1)
+    # -- expand
+    expand_every_n_epochs: int = Field(1, ge=0)
+    """0: never expand inside a run (only the outer loop does)."""
+    expand_from: Literal["mistakes", "all", "train"] = "mistakes"
+    """The sources of variants: E_gen's mistakes, every row of E_gen, or every row of D."""
+    variants_per_mistake: int = Field(4, ge=1)
+    generator: str = "eda"
+    """``eda``, ``mlm`` or an import path ``package.module:function``."""
+    generator_settings: dict[str, Any] = Field(default_factory=dict)
+    min_teacher_confidence: float = Field(0.0, ge=0, le=1)
+    balance_generated: bool = False
+    # -- distil
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the soft (teacher) term; 0 = hard labels only."""
+    temperature: float = Field(2.0, gt=0)
+    generated_targets: Literal["soft", "hard"] = "soft"
+    # -- reweight
+    gamma: float = Field(0.0, ge=0)
+    """Strength of metric-based reweighting; 0 = uniform (before the ``rho`` cap)."""
+    rho: float = Field(0.5, ge=0, le=1)
+    """Largest share of the total weight held by generated rows."""
+    reweight_by: Literal["loss", "error"] = "loss"
+    reweight_mode: Literal["loss", "sampler"] = "loss"
+    """``loss``: weights multiply the loss; ``sampler``: rows are drawn in proportion to them."""
+
+    @field_validator("generator")
+    @classmethod
+    def _generator_exists(cls, value: str) -> str:
+        from agora.generators import resolve_generator
+
+        try:
+            resolve_generator(value)
+        except RecipeError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    def needs_teacher(self) -> bool:
+        return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0)
 
 
 class OutputConfig(_Section):
@@ -74,6 +138,8 @@ class OutputConfig(_Section):
     export: bool = True
     predict: bool = True
     save_checkpoints: bool = True
+    resume_from: str | None = None
+    """A Lightning checkpoint to resume the fit from, or ``last`` (``<run>/checkpoints/last.ckpt``)."""
 
 
 class RunConfig(_Section):
@@ -84,6 +150,7 @@ class RunConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     agora: AgoraConfig = Field(default_factory=AgoraConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     trainer: dict[str, Any] = Field(default_factory=dict)
     """Passed through untouched to ``lightning.Trainer`` (max_epochs, precision, strategy, ...)."""
     output: OutputConfig = Field(default_factory=OutputConfig)
@@ -103,6 +170,15 @@ class RunConfig(_Section):
                 "see https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
             )
         return value
+
+    @model_validator(mode="after")
+    def _teacher_given(self) -> "RunConfig":
+        if self.agora.needs_teacher() and not self.teacher.path:
+            raise ValueError(
+                "agora: expansion (expand_every_n_epochs > 0) and distillation (alpha > 0) need a teacher: "
+                "set teacher.path, or set agora.expand_every_n_epochs: 0 and agora.alpha: 0"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -137,7 +213,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise RecipeError(f"override '{text}' must look like key.subkey=value")
     key, raw = text.split("=", 1)
-    return key.strip().lstrip("-"), yaml.safe_load(raw) if raw.strip() else None
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str):  # YAML 1.1 reads 2e-5 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip().lstrip("-"), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

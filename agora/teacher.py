@@ -219,6 +219,8 @@ class Teacher:
         batch_size, max_length, device: how the teacher is run.
         label_map: optional ``{teacher label: task label}`` for teachers whose label names
             differ from the task's.
+        lazy: load the tokenizer and weights on the first cache miss, not now (the config, the
+            label check and the cache are always set up at once).
 
     Attributes:
         forward_calls: number of inputs passed through the model so far.
@@ -246,9 +248,9 @@ class Teacher:
         max_length: int = 256,
         device: str = "cpu",
         label_map: dict[str, str] | None = None,
+        lazy: bool = False,
     ):
-        from transformers import AutoConfig, AutoTokenizer  # imported here: `import agora.teacher` stays light
-        from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+        from transformers import AutoConfig  # imported here: `import agora.teacher` stays light
 
         if task_type not in TASK_TYPES:
             raise ModelError(f"teacher task_type must be one of {TASK_TYPES}, got {task_type!r}")
@@ -260,21 +262,38 @@ class Teacher:
         self.max_length = max_length
         self.device = device
         self.forward_calls = 0
-        auto = AutoModelForMultipleChoice if task_type == "multiple_choice" else AutoModelForSequenceClassification
+        self.model = self.tokenizer = None
         try:
-            config = AutoConfig.from_pretrained(path_or_id)
-            self.teacher_labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-            self.columns = self._label_matrix(task_labels, label_map)  # fail fast, before loading weights
-            self.tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-            self.model = auto.from_pretrained(path_or_id, config=config).to(device).eval().requires_grad_(False)
+            self._config = AutoConfig.from_pretrained(path_or_id)
         except OSError as err:
-            raise ModelError(
-                f"cannot load teacher {path_or_id!r}: {err}. Give a local directory saved with "
-                "save_pretrained (model + tokenizer), or make sure the Hugging Face Hub is reachable."
-            ) from err
+            raise self._load_error(err) from err
+        self.teacher_labels = [str(self._config.id2label[i]) for i in range(self._config.num_labels)]
+        self.columns = self._label_matrix(task_labels, label_map)  # fail fast, before loading weights
         self.teacher_id = teacher_identity(path_or_id)
         identity = json.dumps({"teacher": self.teacher_id, "task_type": task_type, "max_length": max_length})
         self.cache = TeacherCache(cache_dir, identity)
+        if not lazy:
+            self.load()
+
+    def load(self) -> None:
+        """Load the tokenizer and the frozen weights (``lazy=True`` defers this to the first cache miss)."""
+        if self.model is not None:
+            return
+        from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification, AutoTokenizer
+
+        auto = AutoModelForMultipleChoice if self.task_type == "multiple_choice" else AutoModelForSequenceClassification
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            model = auto.from_pretrained(self.path, config=self._config)
+        except OSError as err:
+            raise self._load_error(err) from err
+        self.model = model.to(self.device).eval().requires_grad_(False)
+
+    def _load_error(self, err: Exception) -> ModelError:
+        return ModelError(
+            f"cannot load teacher {self.path!r}: {err}. Give a local directory saved with "
+            "save_pretrained (model + tokenizer), or make sure the Hugging Face Hub is reachable."
+        )
 
     # ------------------------------------------------------------------ labels
 
@@ -343,6 +362,7 @@ class Teacher:
         """Run the model on distinct inputs, batched by arity and length; rows in input order."""
         import torch
 
+        self.load()
         order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), -sum(map(len, inputs[i]))))
         out: list[np.ndarray | None] = [None] * len(inputs)
         with torch.inference_mode():
