@@ -2,6 +2,8 @@
 
     agora-finetune recipes/rte.yaml                          # a recipe file
     agora-finetune rte --trainer.max_epochs 1 optim.lr=2e-5  # a shipped recipe, dotted overrides
+    agora-finetune submit glue runs/ -o glue.zip             # leaderboard zip (agora.submission)
+    agora-finetune submit --check glue.zip                   # check any submission zip
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agora-finetune",
         description="Fine-tune BORT (or any Hugging Face encoder) from a recipe; Agora on or off.",
-        epilog="Overrides: --section.key VALUE or section.key=VALUE, e.g. --trainer.max_epochs 1.",
+        epilog="Overrides: --section.key VALUE or section.key=VALUE, e.g. --trainer.max_epochs 1. "
+               "Leaderboard zips: agora-finetune submit --help.",
     )
     parser.add_argument("recipe", help="recipe YAML path, or a shipped recipe name (rte, mnli, ...)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
@@ -46,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["submit"]:
+        from agora.submission.cli import main as submit_main
+
+        return submit_main(argv[1:])
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:

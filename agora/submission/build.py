@@ -1,0 +1,359 @@
+"""Build a leaderboard zip from finished runs, and check any zip (ours or anyone's).
+
+``build`` picks, for every file of the benchmark, the run that predicts it (``--run`` overrides
+first, then the runs found under the given paths by task name), reads its saved test predictions
+or predicts the test split with its exported model, writes the file exactly as the leaderboard
+wants it, checks it against the test split, and only when every file passes writes the zip
+(to a temporary file in the output folder, then renamed: never a partial zip).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agora.errors import AgoraError
+from agora.submission.formats import check_text, render
+from agora.submission.runs import Run, discover, open_run, predict, predict_key, saved_name
+from agora.submission.spec import (
+    RACE_METRICS_FILE,
+    Expected,
+    FileSpec,
+    SubmissionError,
+    guess_benchmark,
+    load_expected,
+    norm,
+    official,
+    race_level,
+    specs_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmissionReport:
+    """What ``build`` wrote (or ``check`` read)."""
+
+    benchmark: str
+    out: Path | None
+    files: dict[str, int] = field(default_factory=dict)
+    """File name -> data rows."""
+    runs: dict[str, Path] = field(default_factory=dict)
+    """File name -> the run that predicted it."""
+    predicted: list[str] = field(default_factory=list)
+    """Files whose test split was predicted now, from the run's exported model."""
+    missing: dict[str, str] = field(default_factory=dict)
+    """File name -> why it is absent (only with ``allow_missing``)."""
+    notes: list[str] = field(default_factory=list)
+    metrics: dict | None = None
+    """RACE: accuracy on RACE-M, RACE-H and all (the test answers are public)."""
+
+    def summary(self) -> str:
+        rows = [(name, str(n), str(self.runs.get(name, "")) + ("  (predicted now)" if name in self.predicted else ""))
+                for name, n in self.files.items()]
+        rows += [(name, "MISSING", why) for name, why in self.missing.items()]
+        width = max([len(r[0]) for r in rows] + [4])
+        lines = [f"{self.benchmark} submission: {self.out}"]
+        lines += [f"  {name.ljust(width)}  {n.rjust(7)}  {where}" for name, n, where in rows]
+        if self.metrics:
+            acc = self.metrics["accuracy"]
+            lines.append("  RACE accuracy: " + ", ".join(f"{k} {v * 100:.2f}" for k, v in acc.items()))
+        return "\n".join(lines)
+
+
+def _fail(what: str, problems: list[str]) -> SubmissionError:
+    return SubmissionError(f"{what}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+# -- choosing runs --------------------------------------------------------------------------------
+def _assign(specs: list[FileSpec], found: list[Run], overrides: dict[str, str], problems: list[str],
+            notes: list[str]) -> tuple[dict[str, Run], dict[str, str]]:
+    """file -> run, and file -> why no run (missing)."""
+    chosen: dict[str, tuple[int, Run, str]] = {}  # file -> (specificity, run, key)
+    for key, path in overrides.items():
+        matched = [s for s in specs if s.matches_key(key)]
+        if not matched:
+            problems.append(f"--run {key}={path}: '{key}' is not a task or file of this benchmark "
+                            f"(files: {', '.join(s.stem for s in specs)})")
+            continue
+        run = open_run(Path(path).expanduser())
+        if run is None:
+            problems.append(f"--run {key}={path}: not a finished run dir (no metrics.json or best/config.json)")
+            continue
+        for spec in matched:
+            specificity = 2 if norm(key) in (norm(spec.stem), *spec.extra) else 1
+            if spec.file in chosen and chosen[spec.file][0] == specificity:
+                problems.append(f"{spec.file}: both --run {chosen[spec.file][2]} and --run {key} choose its run")
+                continue
+            if spec.file not in chosen or chosen[spec.file][0] < specificity:
+                chosen[spec.file] = (specificity, run, key)
+    runs: dict[str, Run] = {}
+    missing: dict[str, str] = {}
+    for spec in specs:
+        if spec.file in chosen:
+            run = chosen[spec.file][1]
+            if run.key not in spec.aliases:
+                notes.append(f"{spec.file}: using --run {chosen[spec.file][2]}={run.path} although that run's task is "
+                             f"'{run.task}', not {spec.task_key}")
+            runs[spec.file] = run
+            continue
+        candidates = [r for r in found if r.key in spec.aliases]
+        if len(candidates) == 1:
+            runs[spec.file] = candidates[0]
+        elif not candidates:
+            missing[spec.file] = f"no run of task {spec.task_key} found"
+        else:
+            listed = ", ".join(str(r.path) for r in candidates)
+            problems.append(f"{spec.file}: {len(candidates)} runs of task {spec.task_key} ({listed}); "
+                            f"choose one with --run {spec.task_key.upper()}=DIR")
+    return runs, missing
+
+
+def _expected(spec: FileSpec, data_dir: Path | None, source: str, notes: list[str]) -> Expected:
+    """The test split from the data dir; without one, the official row count (and a note saying so)."""
+    try:
+        return load_expected(spec, data_dir, source)
+    except (AgoraError, OSError, ValueError, KeyError) as err:
+        why = ("no data dir (give --data-dir or set AGORA_DATA_DIR)" if data_dir is None
+               else f"none readable under {data_dir}")
+        notes.append(f"{spec.file}: only the official row count was checked; test file: {why} "
+                     f"[{type(err).__name__}: {str(err).splitlines()[0][:200]}]")
+        return official(spec, why)
+
+
+def _data_dir(explicit: str | os.PathLike | None, run: Run | None) -> Path | None:
+    from agora.paths import data_dir
+
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    return data_dir(run.data_setting("dir") if run is not None else None)
+
+
+def _read_rows(path: Path, problems: list[str]) -> list[dict] | None:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            problems.append(f"{path} line {n}: not valid JSON ({err.msg})")
+            return None
+    return rows
+
+
+# -- build ----------------------------------------------------------------------------------------
+def build(
+    benchmark: str,
+    runs: list[str | os.PathLike] | tuple = (),
+    out: str | os.PathLike | None = None,
+    *,
+    run_overrides: dict[str, str | os.PathLike] | None = None,
+    allow_missing: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    save_predictions: bool = True,
+) -> SubmissionReport:
+    """Write ``benchmark``'s leaderboard zip (``glue``, ``superglue`` or ``race``) from finished runs.
+
+    Args:
+        runs: run dirs, exported models, or folders holding them (searched recursively).
+        out: the zip to write (default ``<benchmark>.zip``).
+        run_overrides: ``{"MNLI": "runs/mnli-3"}``: this run predicts that task (or file: ``AX``),
+            whatever else was found.
+        allow_missing: write the files that exist and report the absent ones instead of failing.
+        data_dir: the benchmark files (default: each run's ``data.dir``, else ``$AGORA_DATA_DIR``).
+        save_predictions: save test predictions made now into the run's ``predictions/``.
+
+    Raises:
+        SubmissionError: listing every problem at once; nothing is written then.
+    """
+    specs = specs_for(benchmark)
+    bench = specs[0].benchmark
+    out_path = Path(out if out is not None else f"{bench}.zip").expanduser()
+    report = SubmissionReport(benchmark=bench, out=out_path)
+    found, problems = discover(list(runs))
+    assigned, missing = _assign(specs, found, {str(k): str(v) for k, v in (run_overrides or {}).items()},
+                                problems, report.notes)
+
+    # Saved predictions, or a key to predict with the run's export.
+    rows: dict[str, tuple[list[dict], str]] = {}
+    to_predict: dict[Path, tuple[Run, dict[str, str]]] = {}  # run path -> (run, {key: file})
+    for spec in specs:
+        run = assigned.get(spec.file)
+        if run is None:
+            continue
+        path = run.predictions_file(spec)
+        if path is not None:
+            read = _read_rows(path, problems)
+            if read is not None:
+                rows[spec.file] = (read, str(path))
+            continue
+        if run.model_dir is None:
+            problems.append(f"{spec.file}: run {run.path} has no saved predictions for it and no exported model "
+                            "(best/) to predict with")
+            continue
+        try:
+            key = predict_key(run, spec)
+        except AgoraError as err:
+            problems.append(f"{spec.file}: {err}")
+            continue
+        to_predict.setdefault(run.path, (run, {}))[1][key] = spec.file
+    for run, keys in to_predict.values():
+        log.info("predicting %s with %s", ", ".join(keys.values()), run.model_dir)
+        try:
+            predicted = predict(run, list(keys), Path(data_dir) if data_dir is not None else None)
+        except Exception as err:  # report it with every other problem, not as a traceback
+            problems.append(f"{', '.join(keys.values())}: predicting with {run.model_dir} failed: "
+                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            continue
+        for key, file in keys.items():
+            target = (run.predictions_dir or run.path / "predictions") / saved_name(key)
+            rows[file] = (predicted[key], f"{target} (predicted now)")
+            report.predicted.append(file)
+            if save_predictions and (run.path / "config.yaml").is_file():
+                from agora.rundir import write_predictions
+
+                try:
+                    write_predictions(target, predicted[key])
+                    report.notes.append(f"{file}: predicted with {run.model_dir}; saved to {target}")
+                except OSError as err:
+                    report.notes.append(f"{file}: predicted with {run.model_dir}; not saved ({err})")
+
+    # Render and check every file against its test split.
+    texts: dict[str, str] = {}
+    race_expected: Expected | None = None
+    for spec in specs:
+        if spec.file not in rows:
+            continue
+        run = assigned[spec.file]
+        expected = _expected(spec, _data_dir(data_dir, run), run.data_setting("source") or "auto", report.notes)
+        text, bad_rows = render(spec, rows[spec.file][0], rows[spec.file][1])
+        found_problems = bad_rows + check_text(spec, text, expected)
+        made = len(rows[spec.file][0])
+        if made < expected.count and spec.file not in report.predicted:
+            found_problems.append(
+                f"{spec.file}: {rows[spec.file][1]} holds {made} predictions for {expected.count} test rows "
+                "(was the run limited by data.max_predict_samples?); delete that file and submit predicts the "
+                "whole split with the run's best/ model")
+        problems += found_problems
+        texts[spec.file] = text
+        report.runs[spec.file] = run.path
+        report.files[spec.file] = len(text.splitlines()) - (1 if spec.kind.startswith("tsv") else 0)
+        if spec.kind == "race":
+            race_expected = expected
+
+    for file, why in missing.items():
+        if allow_missing:
+            report.missing[file] = why
+        else:
+            spec = next(s for s in specs if s.file == file)
+            problems.append(f"{file}: missing ({why}); train it (recipes/{spec.task_key}.yaml), pass its run dir, "
+                            f"or --run {spec.task_key.upper()}=DIR; --allow-missing writes the rest")
+    if problems:
+        raise _fail(f"cannot build the {bench} submission {out_path}", problems)
+    if not texts:
+        raise SubmissionError(f"cannot build the {bench} submission {out_path}: no run predicts any of its files "
+                              f"({', '.join(s.file for s in specs)})")
+    if race_expected is not None and race_expected.gold is not None:
+        report.metrics = race_metrics(texts["RACE.jsonl"], race_expected)
+        texts[RACE_METRICS_FILE] = json.dumps(report.metrics, indent=2) + "\n"
+    write_zip(out_path, texts)
+    for file, why in report.missing.items():
+        log.warning("%s submission %s has no %s: %s", bench, out_path, file, why)
+    return report
+
+
+def race_metrics(text: str, expected: Expected) -> dict:
+    """Accuracy on RACE-M, RACE-H and all, from the written RACE.jsonl and the public answers."""
+    right = {"middle": 0, "high": 0}
+    total = {"middle": 0, "high": 0}
+    for line in text.splitlines():
+        row = json.loads(line)
+        key = (row["id"], row["question_idx"])
+        level = race_level(row["id"])
+        total[level] += 1
+        right[level] += int(expected.gold.get(key) == row["label"])
+    acc = {level: right[level] / total[level] if total[level] else 0.0 for level in total}
+    acc["all"] = sum(right.values()) / max(1, sum(total.values()))
+    return {"accuracy": {"middle": acc["middle"], "high": acc["high"], "all": acc["all"]},
+            "questions": {**total, "all": sum(total.values())}, "source": expected.source}
+
+
+def write_zip(out: Path, texts: dict[str, str]) -> None:
+    """A flat zip, written to a temporary file beside ``out`` and renamed (atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, text in texts.items():
+                archive.writestr(name, text.encode("utf-8"))
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -- check ----------------------------------------------------------------------------------------
+def validate_zip(path: str | os.PathLike, benchmark: str | None = None,
+                 data_dir: str | os.PathLike | None = None) -> tuple[SubmissionReport, list[str]]:
+    """Check a submission zip made by anyone; return what it holds and every problem found."""
+    from agora.paths import data_dir as default_data_dir
+
+    path = Path(path).expanduser()
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise SubmissionError(f"{path}: not a readable zip file ({err})") from None
+    with archive:
+        entries = [i for i in archive.infolist()]
+        names = [i.filename for i in entries if not i.is_dir()]
+        bench = norm(benchmark) if benchmark else guess_benchmark(names)
+        if bench is None:
+            raise SubmissionError(f"{path}: none of its files ({', '.join(names) or 'empty zip'}) belongs to a "
+                                  "GLUE, SuperGLUE or RACE submission; name the benchmark with --benchmark")
+        specs = {s.file: s for s in specs_for(bench)}
+        report = SubmissionReport(benchmark=bench, out=path)
+        problems: list[str] = []
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        for info in entries:
+            if info.is_dir() or "/" in info.filename.strip("/"):
+                problems.append(f"{info.filename}: the zip must be flat (files at the top, no folders)")
+        by_base: dict[str, str] = {}
+        for name in names:
+            base = name.rsplit("/", 1)[-1]
+            if base in by_base:
+                problems.append(f"{base}: appears twice in the zip ({by_base[base]}, {name})")
+                continue
+            by_base[base] = name
+            if base not in specs and not (bench == "race" and base == RACE_METRICS_FILE):
+                problems.append(f"{name}: unexpected file; a {bench} submission holds exactly "
+                                f"{', '.join(specs)}")
+        for file, spec in specs.items():
+            if file not in by_base:
+                problems.append(f"{file}: missing from the zip")
+                continue
+            try:
+                text = archive.read(by_base[file]).decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(f"{file}: not UTF-8 text")
+                continue
+            expected = _expected(spec, root, "local", report.notes)
+            problems += check_text(spec, text, expected)
+            report.files[file] = max(0, len(text.splitlines()) - (1 if spec.kind.startswith("tsv") else 0))
+    return report, problems
+
+
+def check(path: str | os.PathLike, benchmark: str | None = None,
+          data_dir: str | os.PathLike | None = None) -> SubmissionReport:
+    """Like :func:`validate_zip`, but raises :class:`SubmissionError` listing every problem."""
+    report, problems = validate_zip(path, benchmark, data_dir)
+    if problems:
+        raise _fail(f"{path} is not a valid {report.benchmark} submission", problems)
+    return report
