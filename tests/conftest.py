@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# The hub is unreachable in tests: say so before huggingface_hub reads its settings at import,
+# so a hub id fails at once instead of retrying the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 DATA_DIR = os.environ.get("AGORA_DATA_DIR")
 
 
