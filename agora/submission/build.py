@@ -135,6 +135,23 @@ def _data_dir(explicit: str | os.PathLike | None, run: Run | None) -> Path | Non
     return data_dir(run.data_setting("dir") if run is not None else None)
 
 
+def _row_key(spec: FileSpec, row):
+    """A prediction row's key in the test split (RACE: (id, question_idx)); None if it has none."""
+    try:
+        if spec.kind == "race":
+            return str(row["id"]), int(row["question_idx"])
+        return int(row["idx"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _uncovered(spec: FileSpec, rows: list[dict], expected: Expected) -> int:
+    """How many test rows have no prediction in ``rows`` (only the count is compared without a test file)."""
+    if expected.keys is None:
+        return max(0, expected.count - len(rows))
+    return len(expected.keys - {_row_key(spec, row) for row in rows})
+
+
 def _read_rows(path: Path, problems: list[str]) -> list[dict] | None:
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -181,22 +198,31 @@ def build(
     assigned, missing = _assign(specs, found, {str(k): str(v) for k, v in (run_overrides or {}).items()},
                                 problems, report.notes)
 
-    # Saved predictions, or a key to predict with the run's export.
+    # Saved predictions, or a key to predict with the run's export (also when the saved file is short).
     rows: dict[str, tuple[list[dict], str]] = {}
+    expected_of: dict[str, Expected] = {}
     to_predict: dict[Path, tuple[Run, dict[str, str]]] = {}  # run path -> (run, {key: file})
     for spec in specs:
         run = assigned.get(spec.file)
         if run is None:
             continue
+        expected = _expected(spec, _data_dir(data_dir, run), run.data_setting("source") or "auto", report.notes)
+        expected_of[spec.file] = expected
         path = run.predictions_file(spec)
         if path is not None:
             read = _read_rows(path, problems)
-            if read is not None:
+            if read is None:
+                continue
+            uncovered = _uncovered(spec, read, expected)
+            if not uncovered or run.model_dir is None:
                 rows[spec.file] = (read, str(path))
-            continue
-        if run.model_dir is None:
-            problems.append(f"{spec.file}: run {run.path} has no saved predictions for it and no exported model "
-                            "(best/) to predict with")
+                continue
+            report.notes.append(f"{spec.file}: {path} has no prediction for {uncovered} of the {expected.count} "
+                                f"test rows; predicting the whole split with {run.model_dir} (that file is kept)")
+        elif run.model_dir is None:
+            problems.append(f"{spec.file}: run {run.path} has no saved predictions for it (predictions/"
+                            f"{spec.split}.jsonl) and no exported model (best/) to predict with; rerun it with "
+                            "output.predict: true and output.export: true, or pass another run")
             continue
         try:
             key = predict_key(run, spec)
@@ -216,7 +242,7 @@ def build(
             target = (run.predictions_dir or run.path / "predictions") / saved_name(key)
             rows[file] = (predicted[key], f"{target} (predicted now)")
             report.predicted.append(file)
-            if save_predictions and (run.path / "config.yaml").is_file():
+            if save_predictions and (run.path / "config.yaml").is_file() and not target.exists():
                 from agora.rundir import write_predictions
 
                 try:
@@ -232,15 +258,15 @@ def build(
         if spec.file not in rows:
             continue
         run = assigned[spec.file]
-        expected = _expected(spec, _data_dir(data_dir, run), run.data_setting("source") or "auto", report.notes)
+        expected = expected_of[spec.file]
         text, bad_rows = render(spec, rows[spec.file][0], rows[spec.file][1])
         found_problems = bad_rows + check_text(spec, text, expected)
         made = len(rows[spec.file][0])
         if made < expected.count and spec.file not in report.predicted:
             found_problems.append(
                 f"{spec.file}: {rows[spec.file][1]} holds {made} predictions for {expected.count} test rows "
-                "(was the run limited by data.max_predict_samples?); delete that file and submit predicts the "
-                "whole split with the run's best/ model")
+                "(was the run limited by data.max_predict_samples?) and the run has no exported model (best/) to "
+                "predict the whole split with; rerun it with data.max_predict_samples: null, or pass a run with best/")
         problems += found_problems
         texts[spec.file] = text
         report.runs[spec.file] = run.path

@@ -64,26 +64,27 @@ class Run:
         return str(self.path)
 
 
+def _json_field(path: Path, key: str):
+    """``key`` of the JSON object in ``path``; None when the file is absent, unreadable or not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None
+
+
 def _task_of(path: Path) -> tuple[str | None, Path | None, Path | None]:
     """(task, exported model dir, predictions dir) of a directory, or (None, ...) if it is no run."""
     export = None
     for candidate in (path / "best", path):
-        cfg = candidate / "config.json"
-        if cfg.is_file():
-            try:
-                agora = json.loads(cfg.read_text(encoding="utf-8")).get("agora")
-            except (json.JSONDecodeError, OSError):
-                agora = None
-            if isinstance(agora, dict):
-                export = (candidate, agora.get("task"))
-                break
-    task = None
+        agora = _json_field(candidate / "config.json", "agora")
+        if isinstance(agora, dict):
+            export = (candidate, agora.get("task"))
+            break
     metrics = path / "metrics.json"
-    if metrics.is_file():
-        try:
-            task = json.loads(metrics.read_text(encoding="utf-8")).get("task")
-        except (json.JSONDecodeError, OSError):
-            task = None
+    task = _json_field(metrics, "task")
     if task is None and export is not None:
         task = export[1]
     if task is None and metrics.is_file() and (path / "config.yaml").is_file():
