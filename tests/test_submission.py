@@ -306,43 +306,9 @@ def test_validator_reports_every_broken_input(glue_zip, bench_dir, tmp_path, cap
         assert fragment in err
 
 
-# -- SuperGLUE: run dirs whose predictions follow the run-dir contract -----------------------------
+# -- SuperGLUE: the complete zip from real runs ------------------------------------------------------
 def sg_test_rows(root: Path, rel: str) -> list[dict]:
     return [json.loads(line) for line in (root / rel).read_text().splitlines() if line.strip()]
-
-
-def sg_predictions(task: str, rows: list[dict]) -> list[dict]:
-    """Predictions as a SuperGLUE run writes them (issue 3's contract), from the real test rows."""
-    out = []
-    for i, row in enumerate(rows):
-        idx = int(row["idx"])
-        if task in ("boolq", "wic"):
-            out.append({"idx": idx, "label": ["false", "true"][i % 2], "probs": [0.5, 0.5]})
-        elif task == "wsc":
-            out.append({"idx": idx, "label": ["False", "True"][i % 2], "probs": [0.5, 0.5]})
-        elif task == "cb":
-            out.append({"idx": idx, "label": ["entailment", "contradiction", "neutral"][i % 3], "probs": [0.3] * 3})
-        elif task in ("rte", "axb", "axg"):
-            out.append({"idx": idx, "label": ["entailment", "not_entailment"][i % 2], "probs": [0.5, 0.5]})
-        elif task == "copa":
-            out.append({"idx": idx, "label": i % 2})
-        elif task == "multirc":
-            out.append({"idx": idx, "passage": {"questions": [
-                {"idx": q["idx"], "answers": [{"idx": a["idx"], "label": a["idx"] % 2} for a in q["answers"]]}
-                for q in row["passage"]["questions"]]}})
-        elif task == "record":
-            text, first = row["passage"]["text"], row["passage"]["entities"][0]
-            out += [{"idx": q["idx"], "label": text[first["start"]: first["end"] + 1]} for q in row["qas"]]
-    return out
-
-
-SG_TASKS = {  # run task -> (test file, extra test files predicted by the same run)
-    "boolq": ("superglue/BoolQ/test.jsonl", {}), "cb": ("superglue/CB/test.jsonl", {}),
-    "copa": ("superglue/COPA/test.jsonl", {}), "multirc": ("superglue/MultiRC/test.jsonl", {}),
-    "record": ("superglue/ReCoRD/test.jsonl", {}), "wic": ("superglue/WiC/test.jsonl", {}),
-    "wsc": ("superglue/WSC/test.jsonl", {}),
-    SG_RTE_TASK: ("superglue/RTE/test.jsonl", {"axb": "superglue/AX-b/AX-b.jsonl", "axg": "superglue/AX-g/AX-g.jsonl"}),
-}
 
 
 def fake_run(path: Path, task: str, predictions: dict[str, list[dict]]) -> Path:
@@ -353,44 +319,90 @@ def fake_run(path: Path, task: str, predictions: dict[str, list[dict]]) -> Path:
     return path
 
 
+# Training files for the tasks whose full train set is not here: FewGLUE's 32 examples (ReCoRD: also
+# its dev split; its test file is the fixture).
+SG_TRAIN = {"boolq": "BoolQ", "cb": "CB", "copa": "COPA", "multirc": "MultiRC", "wic": "WiC", "record": "ReCoRD"}
+
+
 @pytest.fixture(scope="module")
-def sg_runs(tmp_path_factory, bench_dir) -> Path:
-    root = tmp_path_factory.mktemp("sg_runs")
-    for task, (test, extra) in SG_TASKS.items():
-        key = "rte" if task == SG_RTE_TASK else task
-        preds = {"test": sg_predictions(key, sg_test_rows(bench_dir, test))}
-        if task == "copa":
-            preds["test"].reverse()  # written in any order: the file comes out sorted
-        for name, rel in extra.items():
-            preds[f"{name}-test"] = sg_predictions(name, sg_test_rows(bench_dir, rel))
-        fake_run(root / task, task, preds)
-    return root
+def sg_runs(tmp_path_factory, fast_env, tiny_bort, bench_dir) -> Path:
+    """One real tiny run per SuperGLUE task (1 epoch, 32 training rows).
+
+    The SuperGLUE RTE run saves no test predictions (``output.predict: false``): submit predicts RTE,
+    AX-b and AX-g from its best/. The WiC run saved only 64 of its 1400 test predictions: submit
+    predicts the whole split from best/.
+    """
+    from agora import AgoraTrainer
+
+    out = tmp_path_factory.mktemp("sg_runs")
+    for task in ("boolq", "cb", "copa", "multirc", "record", SG_RTE_TASK, "wic", "wsc"):
+        files = {}
+        if task in SG_TRAIN:
+            files["train"] = f"superglue/FewGLUE/{SG_TRAIN[task]}/train.jsonl"
+        if task == "record":
+            files["validation"] = files["train"]
+        recipe = tiny_recipe(
+            tiny_bort, bench_dir, out / task, task=task,
+            data={"max_train_samples": 32, "max_eval_samples": 32, "eval_batch_size": 256, "files": files,
+                  "max_predict_samples": 64 if task == "wic" else None},
+            trainer={"max_epochs": 1},
+            output={"predict": task != SG_RTE_TASK, "save_checkpoints": False},
+        )
+        AgoraTrainer.from_dict(recipe).fit()
+    return out
 
 
-def test_superglue_zip(sg_runs, bench_dir, tmp_path):
-    out = tmp_path / "superglue.zip"
+@pytest.fixture(scope="module")
+def sg_zip(sg_runs, bench_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sg_zip") / "superglue.zip"
     report = submission.build("superglue", runs=[sg_runs], out=out, data_dir=bench_dir)
+    return out, report
+
+
+def saved_labels(path: Path) -> dict[int, object]:
+    return {r["idx"]: r["label"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_superglue_zip_from_real_runs(sg_zip, sg_runs, bench_dir):
+    out, report = sg_zip
     files = read_zip(out)
-    assert list(files) == SG_FILES
+    assert list(files) == SG_FILES  # flat, every file, leaderboard order
     tests = {"BoolQ.jsonl": "superglue/BoolQ/test.jsonl", "CB.jsonl": "superglue/CB/test.jsonl",
              "COPA.jsonl": "superglue/COPA/test.jsonl", "RTE.jsonl": "superglue/RTE/test.jsonl",
              "WiC.jsonl": "superglue/WiC/test.jsonl", "WSC.jsonl": "superglue/WSC/test.jsonl",
              "AX-b.jsonl": "superglue/AX-b/AX-b.jsonl", "AX-g.jsonl": "superglue/AX-g/AX-g.jsonl"}
+    # Written vocabularies, from design/SUBMISSIONS.md (independent of the task cards).
     vocab = {"BoolQ.jsonl": {"true", "false"}, "WiC.jsonl": {"true", "false"}, "WSC.jsonl": {"True", "False"},
              "CB.jsonl": {"entailment", "contradiction", "neutral"}, "RTE.jsonl": {"entailment", "not_entailment"},
-             "AX-b.jsonl": {"entailment", "not_entailment"}, "AX-g.jsonl": {"entailment", "not_entailment"},
-             "COPA.jsonl": {0, 1}}
+             "AX-b.jsonl": {"entailment", "not_entailment"}, "AX-g.jsonl": {"entailment", "not_entailment"}}
     for name, text in files.items():
+        assert "\r" not in text and text.endswith("\n")
         rows = [json.loads(line) for line in text.splitlines()]
         idx = [r["idx"] for r in rows]
         assert idx == sorted(idx) and all(type(i) is int for i in idx), name
         if name in tests:
-            want = sorted(int(r["idx"]) for r in sg_test_rows(bench_dir, tests[name]))
-            assert idx == want, name
-            assert {r["label"] for r in rows} == vocab[name], name
+            assert idx == sorted(int(r["idx"]) for r in sg_test_rows(bench_dir, tests[name])), name
             assert all(set(r) == {"idx", "label"} for r in rows), name
-    assert all(type(json.loads(line)["label"]) is int for line in files["COPA.jsonl"].splitlines())
-    assert report.files["BoolQ.jsonl"] == 3245 and report.files["AX-b.jsonl"] == 1104 and report.files["AX-g.jsonl"] == 356
+        if name in vocab:
+            assert {r["label"] for r in rows} <= vocab[name] and all(type(r["label"]) is str for r in rows), name
+    assert all(json.loads(line)["label"] in (0, 1) and type(json.loads(line)["label"]) is int
+               for line in files["COPA.jsonl"].splitlines())
+    assert report.files["BoolQ.jsonl"] == 3245 and report.files["WiC.jsonl"] == 1400
+    assert report.files["AX-b.jsonl"] == 1104 and report.files["AX-g.jsonl"] == 356
+    # Saved predictions are written with the leaderboard's spelling (WSC capitalised, BoolQ lower case).
+    for name, task in (("WSC.jsonl", "wsc"), ("BoolQ.jsonl", "boolq"), ("CB.jsonl", "cb"), ("COPA.jsonl", "copa")):
+        written = {r["idx"]: r["label"] for r in map(json.loads, files[name].splitlines())}
+        assert written == saved_labels(sg_runs / task / "predictions/test.jsonl"), name
+    # The RTE run saved no test predictions: RTE, AX-b and AX-g were predicted from its best/ (and saved);
+    # WiC's saved file was short (64 rows): the whole split was predicted, the run's own file kept.
+    assert sorted(report.predicted) == ["AX-b.jsonl", "AX-g.jsonl", "RTE.jsonl", "WiC.jsonl"]
+    rte = sg_runs / SG_RTE_TASK
+    assert report.runs["AX-b.jsonl"] == report.runs["AX-g.jsonl"] == report.runs["RTE.jsonl"] == rte
+    for name, saved in (("RTE.jsonl", "test"), ("AX-b.jsonl", "axb-test"), ("AX-g.jsonl", "axg-test")):
+        written = {r["idx"]: r["label"] for r in map(json.loads, files[name].splitlines())}
+        assert written == saved_labels(rte / "predictions" / f"{saved}.jsonl"), name
+    assert len((sg_runs / "wic/predictions/test.jsonl").read_text().splitlines()) == 64
+    assert any("WiC.jsonl" in note and "predicting the whole split" in note for note in report.notes)
     # MultiRC: one line per paragraph, the test file's questions and answers nested, labels 0/1.
     test = {p["idx"]: p for p in sg_test_rows(bench_dir, "superglue/MultiRC/test.jsonl")}
     for line in files["MultiRC.jsonl"].splitlines():
@@ -399,17 +411,21 @@ def test_superglue_zip(sg_runs, bench_dir, tmp_path):
         want = {q["idx"]: [a["idx"] for a in q["answers"]] for q in test[row["idx"]]["passage"]["questions"]}
         assert {q["idx"]: [a["idx"] for a in q["answers"]] for q in row["passage"]["questions"]} == want
         assert all(a["label"] in (0, 1) for q in row["passage"]["questions"] for a in q["answers"])
-    assert len(files["MultiRC.jsonl"].splitlines()) == 166
-    # ReCoRD (fixture): one row per query, an entity text of the passage.
-    assert [json.loads(line)["idx"] for line in files["ReCoRD.jsonl"].splitlines()] == list(range(12))
-    assert report.runs["AX-b.jsonl"] == report.runs["RTE.jsonl"] == sg_runs / SG_RTE_TASK
+    assert len(files["MultiRC.jsonl"].splitlines()) == len(test) == 166
+    # ReCoRD (fixture): one row per query, the text of an entity of its passage.
+    entities = {}
+    for passage in sg_test_rows(bench_dir, "superglue/ReCoRD/test.jsonl"):
+        text = passage["passage"]["text"]
+        for q in passage["qas"]:
+            entities[q["idx"]] = {text[e["start"]: e["end"] + 1] for e in passage["passage"]["entities"]}
+    record = [json.loads(line) for line in files["ReCoRD.jsonl"].splitlines()]
+    assert [r["idx"] for r in record] == sorted(entities) and all(r["label"] in entities[r["idx"]] for r in record)
     assert submission.check(out, data_dir=bench_dir).files == report.files
+    assert no_leftovers(out.parent) == []
 
 
-def test_superglue_validator_and_build_problems(sg_runs, bench_dir, tmp_path):
-    out = tmp_path / "superglue.zip"
-    submission.build("superglue", runs=[sg_runs], out=out, data_dir=bench_dir)
-    files = read_zip(out)
+def test_superglue_validator_and_build_problems(sg_zip, sg_runs, bench_dir, tmp_path):
+    files = read_zip(sg_zip[0])
 
     def edit(name, fn):
         rows = [json.loads(line) for line in files[name].splitlines()]
@@ -446,7 +462,7 @@ def test_superglue_validator_and_build_problems(sg_runs, bench_dir, tmp_path):
         submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir)
     for name in ("RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"):
         assert f"{name}: missing (no run of task rte found)" in str(err.value)
-    # ... unless --run RTE=DIR names one explicitly (here: its predictions for all three files).
+    # ... unless --run RTE=DIR names one explicitly (the same run for all three files).
     report = submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir,
                               run_overrides={"RTE": sg_runs / SG_RTE_TASK})
     assert report.runs["AX-g.jsonl"] == sg_runs / SG_RTE_TASK

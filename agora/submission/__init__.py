@@ -16,8 +16,8 @@ is checked against), :mod:`~agora.submission.formats` (writing and checking one 
 :mod:`~agora.submission.build` (the zip).
 """
 
-from agora.submission.build import SubmissionReport, build, check, validate_zip
+from agora.submission.build import SubmissionIncomplete, SubmissionReport, build, check, validate_zip
 from agora.submission.spec import BENCHMARKS, OFFICIAL_ROWS, SubmissionError, specs_for
 
-__all__ = ["BENCHMARKS", "OFFICIAL_ROWS", "SubmissionError", "SubmissionReport", "build", "check", "specs_for",
-           "validate_zip"]
+__all__ = ["BENCHMARKS", "OFFICIAL_ROWS", "SubmissionError", "SubmissionIncomplete", "SubmissionReport", "build",
+           "check", "specs_for", "validate_zip"]

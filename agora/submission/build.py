@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,10 @@ class SubmissionReport:
             acc = self.metrics["accuracy"]
             lines.append("  RACE accuracy: " + ", ".join(f"{k} {v * 100:.2f}" for k, v in acc.items()))
         return "\n".join(lines)
+
+
+class SubmissionIncomplete(UserWarning):
+    """``build(..., allow_missing=True)`` wrote a zip without some of the benchmark's files."""
 
 
 def _fail(what: str, problems: list[str]) -> SubmissionError:
@@ -279,8 +284,8 @@ def build(
             report.missing[file] = why
         else:
             spec = next(s for s in specs if s.file == file)
-            problems.append(f"{file}: missing ({why}); train it (recipes/{spec.task_key}.yaml), pass its run dir, "
-                            f"or --run {spec.task_key.upper()}=DIR; --allow-missing writes the rest")
+            problems.append(f"{file}: missing ({why}); train a run with task: {spec.card} and pass its run dir, "
+                            f"or name one with --run {spec.task_key.upper()}=DIR; --allow-missing writes the rest")
     if problems:
         raise _fail(f"cannot build the {bench} submission {out_path}", problems)
     if not texts:
@@ -290,8 +295,10 @@ def build(
         report.metrics = race_metrics(texts["RACE.jsonl"], race_expected)
         texts[RACE_METRICS_FILE] = json.dumps(report.metrics, indent=2) + "\n"
     write_zip(out_path, texts)
-    for file, why in report.missing.items():
-        log.warning("%s submission %s has no %s: %s", bench, out_path, file, why)
+    if report.missing:
+        warnings.warn(SubmissionIncomplete(
+            f"INCOMPLETE {bench} submission {out_path}: {len(report.missing)} file(s) missing, the leaderboard "
+            "needs every file: " + "; ".join(f"{file} ({why})" for file, why in report.missing.items())), stacklevel=2)
     return report
 
 
@@ -363,7 +370,8 @@ def validate_zip(path: str | os.PathLike, benchmark: str | None = None,
                                 f"{', '.join(specs)}")
         for file, spec in specs.items():
             if file not in by_base:
-                problems.append(f"{file}: missing from the zip")
+                problems.append(f"{file}: missing from the zip; add it (predicted by a {spec.card} model: "
+                                f"agora-finetune submit {bench} RUNS... writes it from that run)")
                 continue
             try:
                 text = archive.read(by_base[file]).decode("utf-8")

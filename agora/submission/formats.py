@@ -97,7 +97,8 @@ def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]
         elif spec.kind == "tsv-label":
             written = spec.write.get(_label_name(label))
             if written is None:
-                problems.add("label", f"label {label!r} is not one of {list(spec.write)}", n)
+                problems.add("label", f"label {label!r} is not one of {list(spec.write)}: predictions must carry the "
+                                          "task card's label names", n)
                 continue
             out.append((key, f"{key}\t{written}"))
         elif spec.kind == "label":
@@ -169,25 +170,28 @@ def check_text(spec: FileSpec, text: str, expected: Expected | None) -> list[str
         if key is None:
             continue
         if key in seen:
-            problems.add("duplicate", f"idx {_show(key)} appears again (first on line {seen[key]})", n)
+            problems.add("duplicate", f"idx {_show(key)} appears again (first on line {seen[key]}); keep one row per idx", n)
             continue
         seen[key] = n
         order.append((key, n))
     if spec.benchmark == "superglue":
         for (a, _), (b, n) in zip(order, order[1:]):
             if _is_int(a) and _is_int(b) and b < a:
-                problems.add("order", f"rows must be sorted by idx: idx {b} comes after {a}", n)
+                problems.add("order", f"rows must be sorted by idx: idx {b} comes after {a}; sort the lines by idx", n)
                 break
     if expected is not None:
         if len(seen) != expected.count or len(lines) != expected.count:
             why = f" (no test file to compare with: {expected.why})" if expected.why else ""
-            problems.add("count", f"{len(lines)} rows, but {expected.source} has {expected.count}{why}")
+            problems.add("count", f"{len(lines)} rows, but {expected.source} has {expected.count}{why}; write exactly one "
+                                  "row per test example")
         if expected.keys is not None:
             missing, unexpected = expected.keys - seen.keys(), seen.keys() - expected.keys
             if missing:
-                problems.add("missing", f"{len(missing)} idx of the test split have no row ({_sample(map(_show, missing))})")
+                problems.add("missing", f"{len(missing)} idx of the test split have no row ({_sample(map(_show, missing))}); "
+                                        "predict the whole test split")
             if unexpected:
-                problems.add("unexpected", f"{len(unexpected)} idx are not in the test split ({_sample(map(_show, unexpected))})")
+                problems.add("unexpected", f"{len(unexpected)} idx are not in the test split ({_sample(map(_show, unexpected))}); "
+                                           "were they predicted on another split?")
     return problems.lines()
 
 
@@ -207,7 +211,7 @@ def _check_line(spec: FileSpec, line: str, n: int, expected: Expected | None, pr
             if not _FLOAT.fullmatch(value) or not 0.0 <= float(value) <= 5.0:
                 problems.add("label", f"prediction {value!r} is not a number in [0, 5]", n)
         elif value not in spec.allowed:
-            problems.add("label", f"prediction {value!r} is not one of {list(spec.allowed)}", n)
+            problems.add("label", f"prediction {value!r} is not one of {list(spec.allowed)} (spelled exactly so)", n)
         return int(fields[0])
     try:
         row = json.loads(line)
@@ -240,7 +244,7 @@ def _check_line(spec: FileSpec, line: str, n: int, expected: Expected | None, pr
                 and label not in expected.candidates[idx]:
             problems.add("label", f"label {label!r} is not an entity of the passage of query {idx}", n)
     elif not isinstance(label, str) or label not in spec.allowed:
-        problems.add("label", f"label {label!r} is not one of {list(spec.allowed)} (JSON strings)", n)
+        problems.add("label", f"label {label!r} is not one of {list(spec.allowed)} (JSON strings, spelled exactly so)", n)
     return idx
 
 
@@ -287,5 +291,5 @@ def _check_race(spec: FileSpec, row: dict, n: int, expected: Expected | None, pr
         problems.add("format", "a RACE row needs 'id' (string) and 'question_idx' (integer)", n)
         return None
     if row.get("label") not in spec.allowed:
-        problems.add("label", f"label {row.get('label')!r} is not one of {list(spec.allowed)}", n)
+        problems.add("label", f"label {row.get('label')!r} is not one of {list(spec.allowed)} (spelled exactly so)", n)
     return (article, q)

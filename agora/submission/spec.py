@@ -68,6 +68,8 @@ class FileSpec:
     """Name inside the (flat) zip."""
     task_key: str
     """Canonical key of the task whose run predicts this file (``mnli`` for AX, ``rte`` for AX-b)."""
+    card: str
+    """The task card a run must be trained on to predict this file (``mnli`` for AX, ``superglue-rte``)."""
     aliases: frozenset[str]
     """Normalised run task names (``metrics.json``'s ``task``) accepted as that task."""
     split: str
@@ -116,7 +118,7 @@ def _glue_specs() -> list[FileSpec]:
                 kind, mapping = "tsv-label", {str(k): str(v) for k, v in write.items()}
                 allowed = tuple(dict.fromkeys(mapping.values()))
             specs.append(FileSpec(
-                benchmark="glue", file=entry["file"], task_key=norm(owner), aliases=frozenset({norm(owner)}),
+                benchmark="glue", file=entry["file"], task_key=norm(owner), card=owner, aliases=frozenset({norm(owner)}),
                 split=entry.get("split", "test"), kind=kind, write=mapping, allowed=allowed,
                 extra=frozenset({norm(card.name)}) if card.predicted_by else frozenset(),
                 test_card=card.name,
@@ -150,6 +152,9 @@ SUPERGLUE_TABLE: dict[str, tuple[str, frozenset[str], frozenset[str], str, tuple
     "AX-g.jsonl": ("rte", SUPERGLUE_RTE, SUPERGLUE_AXG, "label", NLI2, "superglue/AX-g/AX-g.jsonl"),
 }
 
+# Task key -> the card its runs are trained on, where they differ.
+TABLE_CARDS = {"rte": "superglue-rte"}
+
 RACE_TABLE = {
     "RACE.jsonl": ("race", frozenset({"race"}), frozenset(), "race", ("A", "B", "C", "D"), "race/test"),
 }
@@ -161,7 +166,8 @@ def _table_specs(benchmark: str, table: dict) -> list[FileSpec]:
         write = None
         if kind == "label":  # label names are matched case-insensitively, written as the table says
             write = {str(v).lower(): v for v in allowed}
-        specs.append(FileSpec(benchmark=benchmark, file=file, task_key=key, aliases=aliases | {key}, split="test",
+        specs.append(FileSpec(benchmark=benchmark, file=file, task_key=key, card=TABLE_CARDS.get(key, key),
+                              aliases=aliases | {key}, split="test",
                               kind=kind, write=write, extra=extra, test_path=test_path, allowed=allowed))
     return specs
 
