@@ -13,6 +13,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 DATA_DIR = os.environ.get("AGORA_DATA_DIR")
+if DATA_DIR:  # CI passes ../shared/data; tests change directory and build trees that link into it
+    DATA_DIR = os.environ["AGORA_DATA_DIR"] = str(Path(DATA_DIR).resolve())
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +77,20 @@ def tiny_recipe(model_dir: Path, data_dir: Path, out_dir: Path, task: str = "rte
     for key, value in sections.items():
         recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
     return recipe
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
+    """A tiny RTE teacher (1 layer, hidden 32, random weights) saved with RTE's label names and its
+    own tokenizer, the way a fine-tuned teacher checkpoint is saved."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny_teacher")
+    torch.manual_seed(1)
+    id2label = {0: "entailment", 1: "not_entailment"}
+    config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(out)
+    return out
