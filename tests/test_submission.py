@@ -148,6 +148,10 @@ def rewrite_predictions(path: Path, fn) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in fn(rows)))
 
 
+def saved_labels(path: Path) -> dict[int, object]:
+    return {r["idx"]: r["label"] for r in map(json.loads, path.read_text().splitlines())}
+
+
 def no_leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
@@ -233,9 +237,29 @@ def test_missing_task_fails_whole_or_allow_missing_writes_the_rest(glue_runs, tm
 
     assert main(["submit", "glue", *map(str, runs), "-o", str(out), "--allow-missing"]) == 0
     captured = capsys.readouterr()
-    assert "INCOMPLETE" in captured.err and "WNLI.tsv" in captured.err
+    assert "INCOMPLETE: 1 file(s) missing" in captured.err and "WNLI.tsv: no run of task wnli found" in captured.err
+    assert re.search(r"WNLI.tsv\s+MISSING", captured.out)  # in the summary table too
     names = set(read_zip(out))
     assert names == set(GLUE_ORDER) - {"WNLI.tsv"}
+    # The Python API warns (a warning class of its own) and reports what is absent.
+    out.unlink()
+    with pytest.warns(submission.SubmissionIncomplete, match=r"INCOMPLETE glue submission .*WNLI.tsv"):
+        report = submission.build("glue", runs=runs, out=out, allow_missing=True)
+    assert report.missing == {"WNLI.tsv": "no run of task wnli found"} and set(read_zip(out)) == names
+    # ... and the validator says what the zip lacks.
+    with pytest.raises(SubmissionError, match="WNLI.tsv: missing from the zip"):
+        submission.check(out)
+
+
+def test_a_bare_export_predicts_what_it_is_named_for(glue_runs, bench_dir, tmp_path):
+    """``--run AX=<an exported model>``: no run dir, no saved predictions; AX is predicted from it."""
+    export = shutil.copytree(glue_runs / "mnli" / "best", tmp_path / "mnli-export")
+    out = tmp_path / "glue.zip"
+    report = submission.build("glue", runs=[glue_runs], out=out, run_overrides={"AX": export}, data_dir=bench_dir)
+    assert report.runs["AX.tsv"] == export and "AX.tsv" in report.predicted
+    written = {int(i): v for i, v in (line.split("\t") for line in read_zip(out)["AX.tsv"].splitlines()[1:])}
+    assert written == saved_labels(glue_runs / "mnli/predictions/ax-test.jsonl")
+    assert not (export / "predictions").exists()  # nothing is written into a bare export
 
 
 def test_every_problem_is_listed_at_once(glue_runs, tmp_path):
@@ -359,10 +383,6 @@ def sg_zip(sg_runs, bench_dir, tmp_path_factory):
     return out, report
 
 
-def saved_labels(path: Path) -> dict[int, object]:
-    return {r["idx"]: r["label"] for r in map(json.loads, path.read_text().splitlines())}
-
-
 def test_superglue_zip_from_real_runs(sg_zip, sg_runs, bench_dir):
     out, report = sg_zip
     files = read_zip(out)
@@ -469,12 +489,17 @@ def test_superglue_validator_and_build_problems(sg_zip, sg_runs, bench_dir, tmp_
 
 
 # -- RACE -------------------------------------------------------------------------------------------
-def test_race_predictions_and_accuracy(bench_dir, tmp_path):
+def race_gold(root: Path) -> dict[tuple[str, int], str]:
     gold = {}
-    for path in sorted((bench_dir / "race/test").glob("*/*.txt")):
+    for path in sorted((root / "race/test").glob("*/*.txt")):
         article = json.loads(path.read_text())
         for q, answer in enumerate(article["answers"]):
             gold[(article["id"], q)] = answer
+    return gold
+
+
+def test_race_predictions_and_accuracy(bench_dir, tmp_path):
+    gold = race_gold(bench_dir)
     # Right on every RACE-M question, always "A" on RACE-H.
     rows = [{"idx": i, "id": a, "question_idx": q, "label": answer if a.startswith("middle") else "A"}
             for i, ((a, q), answer) in enumerate(sorted(gold.items()))]
@@ -491,6 +516,40 @@ def test_race_predictions_and_accuracy(bench_dir, tmp_path):
     assert metrics["accuracy"]["high"] == pytest.approx(sum(gold[k] == "A" for k in high) / len(high))
     assert metrics["questions"] == {"middle": 1436, "high": 3498, "all": 4934} and report.metrics == metrics
     assert submission.check(out, data_dir=bench_dir).files["RACE.jsonl"] == 4934
+
+
+def test_race_from_a_real_run(fast_env, tiny_bort, bench_dir, tmp_path):
+    """A tiny RACE run scored only 32 test questions (data.max_eval_samples): submit predicts all 4934."""
+    from agora import AgoraTrainer
+
+    recipe = tiny_recipe(tiny_bort, bench_dir, tmp_path / "runs" / "race", task="race",
+                         data={"max_train_samples": 32, "max_eval_samples": 32, "eval_batch_size": 256},
+                         trainer={"max_epochs": 1}, output={"save_checkpoints": False})
+    AgoraTrainer.from_dict(recipe).fit()
+    assert len((tmp_path / "runs/race/predictions/test.jsonl").read_text().splitlines()) == 32
+    out = tmp_path / "race.zip"
+    report = submission.build("race", runs=[tmp_path / "runs"], out=out, data_dir=bench_dir)
+    assert report.predicted == ["RACE.jsonl"] and report.files == {"RACE.jsonl": 4934}
+    files = read_zip(out)
+    written = [json.loads(line) for line in files["RACE.jsonl"].splitlines()]
+    gold = race_gold(bench_dir)
+    assert sorted((r["id"], r["question_idx"]) for r in written) == sorted(gold)
+    assert {r["label"] for r in written} <= {"A", "B", "C", "D"}
+    right = [r["label"] == gold[(r["id"], r["question_idx"])] for r in written]
+    assert json.loads(files["RACE-metrics.json"])["accuracy"]["all"] == pytest.approx(sum(right) / len(right))
+
+    # The validator on broken RACE files: a question twice, a label out of A-D, a short file.
+    lines = files["RACE.jsonl"].splitlines(keepends=True)
+    bad = json.loads(lines[1])
+    broken = "".join([lines[0], lines[0], json.dumps({**bad, "label": "E"}) + "\n"] + lines[2:-5])
+    _, problems = validate_zip(write_zip(tmp_path / "broken.zip", {"RACE.jsonl": broken}), data_dir=bench_dir)
+    text = "\n".join(problems)
+    first = json.loads(lines[0])
+    for fragment in (f"RACE.jsonl line 2: idx {first['id']}/{first['question_idx']} appears again",
+                     "RACE.jsonl line 3: label 'E' is not one of ['A', 'B', 'C', 'D']",
+                     "RACE.jsonl: 4930 rows, but the RACE test split race/test has 4934",
+                     "RACE.jsonl: 5 idx of the test split have no row"):
+        assert fragment in text, (fragment, text)
 
 
 def test_cli_usage_errors(tmp_path, capsys):

@@ -276,7 +276,8 @@ def _race_expected(root: Path) -> Expected:
         article: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         for q, answer in enumerate(article["answers"]):
             gold[(article["id"], q)] = answer
-    return Expected(count=len(gold), source=f"the test files under {root.name}/", keys=set(gold), gold=gold)
+    return Expected(count=len(gold), source=f"the RACE test split {root.parent.name}/{root.name}", keys=set(gold),
+                    gold=gold)
 
 
 def race_level(article_id: str) -> str:
