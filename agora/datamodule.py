@@ -33,6 +33,31 @@ def encode(tokenizer, card: TaskCard, batch: dict[str, list], max_length: int) -
     return format_of(card).encode(tokenizer, card, batch, max_length)
 
 
+def inputs_of(card: TaskCard, rows: dict[str, list]) -> list[tuple[str, ...]]:
+    """Rows as text segments: ``(text_a,)``, ``(text_a, text_b)``, or for multiple choice
+    ``(context, "", option_1, ..., option_k)`` (the teacher's ``(context, question, options)`` with
+    the question folded into each option, as the student reads it)."""
+    if card.format == "multiple_choice":
+        return [(a, "", *options) for a, options in zip(rows["text_a"], rows["choices"])]
+    if "text_b" in rows:
+        return list(zip(rows["text_a"], rows["text_b"]))
+    return [(a,) for a in rows["text_a"]]
+
+
+def rows_of(card: TaskCard, idx, inputs, labels) -> dict[str, list]:
+    """The inverse of :func:`inputs_of`: row columns (idx, text columns, label) for new inputs."""
+    rows: dict[str, list] = {"idx": [int(i) for i in idx]}
+    if card.format == "multiple_choice":
+        rows["text_a"] = [seg[0] for seg in inputs]
+        rows["choices"] = [list(seg[2:]) for seg in inputs]
+    else:
+        rows["text_a"] = [seg[0] for seg in inputs]
+        if is_pair(card):
+            rows["text_b"] = [seg[1] for seg in inputs]
+    rows["label"] = [float(x) if card.format == "regression" else int(x) for x in labels]
+    return rows
+
+
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar length; shuffled per epoch (seed + epoch) and sharded by rank.
 
@@ -201,6 +226,27 @@ class TaskDataModule(L.LightningDataModule):
             self.raw[name] = self.raw[train].select(positions)
             self.tokenized[name] = self.tokenized[train].select(positions)
         self.eval_names.append("e_sel")
+        if acfg.expand_every_n_epochs > 0 and acfg.expand_from == "mistakes":
+            self.eval_names.append("e_gen")  # the student's mistakes on it drive generation
+
+    def inputs(self, key: str) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
+        """``(idx, inputs, labels)`` of a split, inputs as the text segments G and the teacher read
+        (see :func:`inputs_of`)."""
+        raw = self.raw[key]
+        columns = [c for c in ("text_a", "text_b", "choices") if c in raw.column_names]
+        rows = raw.select_columns(["idx", "label", *columns]).to_dict()
+        return np.asarray(rows["idx"], dtype=np.int64), inputs_of(self.card, rows), np.asarray(rows["label"])
+
+    def add_generated(self, idx, inputs, labels) -> None:
+        """Append Agora's generated rows to D: only the new rows are tokenized (in memory, no file)."""
+        train = self.tokenized[self.card.train_split]
+        rows = rows_of(self.card, idx, inputs, labels)
+        features = format_of(self.card).features(self.card)
+        ds = datasets.Dataset.from_dict(rows, features=datasets.Features({k: features[k] for k in rows}))
+        new = self._tokenize(ds, self.card)
+        if new.features != train.features:
+            new = new.cast(train.features)
+        self.generated = new if self.generated is None else datasets.concatenate_datasets([self.generated, new])
 
     def _tokenize(self, ds: datasets.Dataset, card: TaskCard) -> datasets.Dataset:
         """Token columns + ``length`` beside idx and label; other columns stay in ``raw`` (see :meth:`meta`)."""

@@ -89,15 +89,32 @@ class AgoraModule(L.LightningModule):
             return F.mse_loss(logits[:, 0], batch["labels"].float(), reduction="none")
         return F.cross_entropy(logits, batch["labels"], reduction="none")
 
+    def training_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, per_example)``. With Agora's batch columns (set by :class:`agora.callback.AgoraCallback`):
+        ``weight`` gives the weighted mean; rows with ``teacher_probs`` (not NaN) get the distillation
+        loss of :mod:`agora.distill`, generated rows the soft term alone (``generated_targets: soft``)."""
+        weight, teacher = batch.get("weight"), batch.get("teacher_probs")
+        if teacher is None:
+            losses = self.per_example_loss(logits, batch)
+            loss = losses.mean() if weight is None else (losses * weight).sum() / weight.sum().clamp_min(1e-12)
+            return loss, losses
+        from agora.distill import distillation_loss, regression_distillation_loss
+
+        acfg = self.cfg.agora
+        has = ~torch.isnan(teacher).any(-1)
+        soft = batch["is_generated"] & has if acfg.generated_targets == "soft" and "is_generated" in batch else None
+        if self.card.format == "regression":
+            return regression_distillation_loss(logits[:, 0], batch["labels"], teacher[:, 0], has, acfg.alpha,
+                                                weight, soft)
+        return distillation_loss(logits, batch["labels"], teacher, has, acfg.alpha, acfg.temperature, weight, soft)
+
     def training_step(self, batch, batch_idx):
         logits = self(batch)
-        losses = self.per_example_loss(logits, batch)
-        weight = batch.get("weight")
-        loss = losses.mean() if weight is None else (losses * weight).sum() / weight.sum().clamp_min(1e-12)
+        loss, losses = self.training_loss(logits, batch)
         self._train_loss[0] += float(loss.detach())
         self._train_loss[1] += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(losses))
-        return loss
+        return {"loss": loss, "logits": logits.detach()}  # logits: per-example statistics for Agora
 
     # -- evaluation -----------------------------------------------------------------------
     def _collect(self, key: str, batch, logits: torch.Tensor) -> None:

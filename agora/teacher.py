@@ -289,6 +289,15 @@ class Teacher:
             raise self._load_error(err) from err
         self.model = model.to(self.device).eval().requires_grad_(False)
 
+    def attach_cache(self, cache_dir: str | os.PathLike | None) -> None:
+        """Persist the cache under ``cache_dir`` from now on (entries already in memory are kept in
+        memory). Under DDP only rank 0 attaches a directory: the one writer."""
+        old = self.cache
+        self.cache = TeacherCache(cache_dir, old.teacher_id)
+        self.cache.hits, self.cache.misses = old.hits, old.misses
+        for key, row in old._rows.items():
+            self.cache._rows.setdefault(key, row)
+
     def _load_error(self, err: Exception) -> ModelError:
         return ModelError(
             f"cannot load teacher {self.path!r}: {err}. Give a local directory saved with "

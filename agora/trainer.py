@@ -95,12 +95,21 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
     header = f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
                                  monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
+    callbacks: list = [checkpoint]
+    if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
+    agora_callback = None
+    if cfg.agora.enabled:
+        from agora.callback import AgoraCallback
+
+        agora_callback = AgoraCallback(cfg, card, output_dir=run_dir)  # checks teacher path and labels now
+        callbacks.append(agora_callback)
     logger = CSVLogger(str(run_dir), name="logs", version="")
-    trainer = L.Trainer(**_trainer_kwargs(cfg, run_dir, [checkpoint], logger))
+    trainer = L.Trainer(**_trainer_kwargs(cfg, run_dir, callbacks, logger))
     if trainer.is_global_zero:
         rundir.write_config(run_dir, cfg.to_dict(), header)
 
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg.output.resume_from, run_dir))
 
     best_ckpt = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     if best_ckpt is not None:
@@ -134,12 +143,24 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
             "best_checkpoint": str(best_ckpt) if best_ckpt else None,
             "best_model_dir": str(best_dir) if best_dir else None,
             "predictions": {k: str(v) for k, v in predictions.items()},
-            "agora": {"enabled": cfg.agora.enabled},
+            "agora": agora_callback.report() if agora_callback is not None else {"enabled": False},
         })
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
     os.environ.pop("AGORA_RUN_DIR", None)
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
                      history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
+
+
+def resume_path(resume_from: str | None, run_dir: Path) -> str | None:
+    """``output.resume_from``: a checkpoint path, or ``last`` for ``<run>/checkpoints/last.ckpt``."""
+    if resume_from is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if resume_from == "last" else Path(resume_from).expanduser()
+    if not path.is_file():
+        from agora.errors import RecipeError
+
+        raise RecipeError(f"output.resume_from: no checkpoint at {path}")
+    return str(path)
 
 
 def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:

@@ -82,7 +82,8 @@ def tiny_recipe(model_dir: Path, data_dir: Path, out_dir: Path, task: str = "rte
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
     """A tiny RTE teacher (1 layer, hidden 32, random weights) saved with RTE's label names and its
-    own tokenizer, the way a fine-tuned teacher checkpoint is saved."""
+    own tokenizer, the way a fine-tuned teacher checkpoint is saved. Initialised wide (std 0.2) so
+    its confidence varies (about 0.50..0.70 on RTE pairs) and it predicts both labels."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -90,7 +91,8 @@ def tiny_teacher(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
     torch.manual_seed(1)
     id2label = {0: "entailment", 1: "not_entailment"}
     config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                        initializer_range=0.2)
     BertForSequenceClassification(config).save_pretrained(out)
     AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(out)
     return out

@@ -1,0 +1,227 @@
+"""AgoraCallback in real fits: a tiny student and a tiny teacher on real RTE rows.
+
+Expansion, distillation and reweighting together; the teacher cache across epochs and runs;
+what is reported; resume equivalence; bad input.
+"""
+
+import json
+import warnings
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+import agora.trainer
+from agora.config import validate_recipe
+from agora.errors import ModelError, RecipeError
+from agora.expand import AgoraWarning
+from agora.teacher import ModelNotFoundError
+from agora.trainer import run_fit
+from conftest import tiny_recipe
+
+AGORA = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_mistake": 4,
+         "alpha": 0.5, "temperature": 2.0, "gamma": 1.0, "rho": 0.3}
+
+
+def no_variants(segments, rng, n, **settings):
+    """A generator that never produces anything (the callback must warn and go on)."""
+    return []
+
+
+def _recipe(tiny_bort, data_dir, out, teacher, agora=None, **sections):
+    return tiny_recipe(tiny_bort, data_dir, out, agora={**AGORA, **(agora or {})},
+                       teacher={"path": str(teacher), "cache_dir": str(out.parent / "teacher-cache")},
+                       **{"trainer": {"max_epochs": 3}, **sections})
+
+
+def _fit(recipe):
+    return run_fit(validate_recipe(recipe))
+
+
+def _agora(run) -> dict:
+    return json.loads((run / "metrics.json").read_text())["agora"]
+
+
+def _generated(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "agora" / "generated.jsonl").read_text().splitlines()]
+
+
+def _callback_state(ckpt) -> dict:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return next(v for k, v in state["callbacks"].items() if k.startswith("AgoraCallback"))
+
+
+def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    run = tmp_path / "run"
+    _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher))
+    report = _agora(run)
+    epochs = report["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    # expansion after epochs 0 and 1, none after the last; sources are E_gen's mistakes only
+    assert "kept" in epochs[0] and "kept" in epochs[1] and "kept" not in epochs[2]
+    for e in epochs[:2]:
+        assert e["sources"] == e["mistakes"] > 0 and e["e_gen_rows"] > 0
+        assert e["variants"] == e["kept"] + e["rejected"]["confidence"] + e["rejected"]["balance"] + e["rejected"]["seen"]
+        assert sum(e["label_balance"].values()) == e["kept"] and 0 <= e["agreement"] <= 1
+    rows = _generated(run)
+    assert len(rows) == report["generated"] == sum(e["kept"] for e in epochs[:2]) > 0
+    predictions = {name: {json.loads(r)["idx"] for r in (run / "predictions" / f"{name}.jsonl").read_text().splitlines()}
+                   for name in ("e_gen", "e_sel")}
+    assert {r["source_idx"] for r in rows} <= predictions["e_gen"]  # E_sel is never used for generation
+    assert not {r["source_idx"] for r in rows} & predictions["e_sel"]
+    assert all(r["label"] in ("entailment", "not_entailment") and abs(sum(r["teacher_probs"]) - 1) < 1e-4 for r in rows)
+    # the teacher: D scored at the start (distillation), each distinct input once
+    teacher = report["teacher"]
+    assert teacher["train_rows_scored"] == teacher["forward_calls"] == 103  # 128 rows minus E's 25
+    assert report["teacher_forward_calls"] == 103 + sum(e["scored"] for e in epochs[:2])
+    assert report["teacher_cache_hits"] == 0
+    # reweighting: mean 1 over D + generated rows, generated rows hold at most rho of the total
+    w = epochs[-1]["weights"]
+    assert w["n"] == 103 + len(rows) and w["mean"] == pytest.approx(1.0)
+    assert w["generated_share"] <= AGORA["rho"] + 1e-9 and w["max"] > w["min"]
+    # logged through Lightning's logger
+    header = (run / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"agora/mistakes", "agora/kept", "agora/teacher_calls", "agora/weights_max", "agora/agreement"} <= set(header)
+
+    # a second run with the same teacher cache: zero teacher calls, the same generated rows
+    again = tmp_path / "again"
+    _fit(_recipe(tiny_bort, data_dir, again, tiny_teacher))
+    second = _agora(again)
+    assert second["teacher_forward_calls"] == 0
+    assert second["teacher_cache_hits"] == report["teacher_forward_calls"]
+    assert _generated(again) == rows
+
+
+def test_expand_all_sampler_mode_confidence_filter_and_balance(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    run = tmp_path / "run"
+    agora = {"expand_from": "all", "variants_per_mistake": 2, "min_teacher_confidence": 0.54,
+             "balance_generated": True, "reweight_mode": "sampler", "reweight_by": "error", "alpha": 0.0,
+             "generated_targets": "hard", "rho": 0.5}
+    _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, agora, trainer={"max_epochs": 2}))
+    report = _agora(run)
+    first = report["epochs"][0]
+    assert "mistakes" not in first and first["sources"] == 13  # every row of E_gen (not evaluated: no mistakes)
+    assert report["teacher"] is not None and "train_rows_scored" not in report["teacher"]  # alpha 0: D not scored
+    assert first["rejected"]["confidence"] > 0 and first["kept"] > 0
+    assert first["kept"] + first["rejected"]["confidence"] + first["rejected"]["balance"] == first["scored"]
+    assert report["epochs"][-1]["weights"]["generated_share"] <= 0.5 + 1e-9
+
+
+def test_training_loss_distils_soft_rows_and_weights(tiny_bort, tmp_path, data_dir):
+    from agora.distill import distillation_loss
+    from agora.module import AgoraModule
+    from agora.tasks import load_task
+
+    cfg = validate_recipe(tiny_recipe(tiny_bort, data_dir, tmp_path, agora={"enabled": True, "alpha": 0.3, "temperature": 3.0,
+                                                                             "expand_every_n_epochs": 0},
+                                      teacher={"path": str(tiny_bort)}))
+    module = AgoraModule(torch.nn.Linear(1, 1), load_task("rte"), cfg)
+    logits = torch.randn(4, 2)
+    batch = {"labels": torch.tensor([0, 1, 1, 0]), "weight": torch.tensor([1.0, 2.0, 0.5, 1.0]),
+             "teacher_probs": torch.tensor([[0.8, 0.2], [float("nan")] * 2, [0.3, 0.7], [0.6, 0.4]]),
+             "is_generated": torch.tensor([False, False, True, True])}
+    loss, per = module.training_loss(logits, batch)
+    want, want_per = distillation_loss(logits, batch["labels"], batch["teacher_probs"], torch.tensor([True, False, True, True]),
+                                       0.3, 3.0, batch["weight"], torch.tensor([False, False, True, True]))
+    assert torch.allclose(loss, want) and torch.allclose(per, want_per)
+    plain = {"labels": batch["labels"]}
+    assert torch.allclose(module.training_loss(logits, plain)[0], torch.nn.functional.cross_entropy(logits, batch["labels"]))
+
+
+class _Stop(Exception):
+    pass
+
+
+class _CrashAt(L.Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise _Stop(f"stopped before epoch {self.epoch}")
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, tiny_bort, tiny_teacher, monkeypatch):
+    agora_settings = {"expand_from": "mistakes", "reweight_mode": "loss"}
+    whole = tmp_path / "whole"
+    _fit(_recipe(tiny_bort, data_dir, whole, tiny_teacher, agora_settings, output={"predict": False, "export": False}))
+
+    stopped = tmp_path / "stopped"
+    original = agora.trainer._trainer_kwargs
+
+    def crashing(*args):
+        kwargs = original(*args)
+        return {**kwargs, "callbacks": kwargs["callbacks"] + [_CrashAt(2)]}
+
+    monkeypatch.setattr(agora.trainer, "_trainer_kwargs", crashing)
+    recipe = _recipe(tiny_bort, data_dir, stopped, tiny_teacher, agora_settings, output={"predict": False, "export": False})
+    with pytest.raises(_Stop):
+        _fit(recipe)
+    assert len(_callback_state(stopped / "checkpoints" / "last.ckpt")["epochs_done"]) == 2
+    monkeypatch.setattr(agora.trainer, "_trainer_kwargs", original)
+    recipe["output"]["resume_from"] = "last"
+    _fit(recipe)
+
+    a = torch.load(whole / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    sa, sb = _callback_state(whole / "checkpoints" / "last.ckpt"), _callback_state(stopped / "checkpoints" / "last.ckpt")
+    assert sa["gen_inputs"] == sb["gen_inputs"] and sa["gen_labels"] == sb["gen_labels"] and len(sa["gen_inputs"]) > 0
+    assert torch.equal(sa["weights"], sb["weights"]) and sa["epochs_done"] == sb["epochs_done"] == [0, 1, 2]
+    assert _generated(whole) == _generated(stopped)
+    assert [e["kept"] for e in _agora(whole)["epochs"][:2]] == [e["kept"] for e in _agora(stopped)["epochs"][:2]]
+
+
+def test_generator_returning_nothing_warns_and_the_fit_goes_on(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    run = tmp_path / "run"
+    recipe = _recipe(tiny_bort, data_dir, run, tiny_teacher, {"generator": "test_callback:no_variants", "alpha": 0.0},
+                     trainer={"max_epochs": 2}, output={"predict": False, "export": False})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(recipe)
+    assert any(issubclass(w.category, AgoraWarning) and "returned no variant" in str(w.message) for w in caught)
+    report = _agora(run)
+    assert report["generated"] == 0 and report["epochs"][0]["kept"] == 0
+
+
+def test_bad_settings_fail_before_training(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    def recipe(agora=None, teacher=None):
+        r = _recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher, agora)
+        r["teacher"].update(teacher or {})
+        return r
+
+    with pytest.raises(RecipeError, match="agora.alpha"):
+        validate_recipe(recipe({"alpha": 1.5}))
+    with pytest.raises(RecipeError, match="agora.temperature"):
+        validate_recipe(recipe({"temperature": 0}))
+    with pytest.raises(RecipeError, match="unknown generator 'thesaurus'"):
+        validate_recipe(recipe({"generator": "thesaurus"}))
+    with pytest.raises(RecipeError, match="need a teacher"):
+        validate_recipe(recipe(teacher={"path": None}))
+    with pytest.raises(ModelNotFoundError, match="no such file"):
+        _fit(recipe(teacher={"path": str(tmp_path / "missing-teacher")}))
+    with pytest.raises(ModelError, match="labels"):  # tiny_bort has generic LABEL_0/LABEL_1 names
+        _fit(recipe(teacher={"path": str(tiny_bort)}))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_callback_state_round_trips(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    from agora.callback import AgoraCallback
+    from agora.tasks import load_task
+
+    cfg = validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher))
+    a = AgoraCallback(cfg, load_task("rte"))
+    a.gen_inputs, a.gen_labels = [("a b", "c"), ("d", "e f")], [0, 1]
+    a.gen_probs = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    a.gen_sources, a.gen_epochs, a.weights = np.array([3, 4]), np.array([0, 0]), np.array([1.0, 0.5, 1.5])
+    a.epochs_done, a.history = [0], [{"epoch": 0, "kept": np.int64(2)}]
+    path = tmp_path / "state.pt"
+    torch.save(a.state_dict(), path)
+    b = AgoraCallback(cfg, load_task("rte"))
+    b.load_state_dict(torch.load(path, weights_only=True))
+    assert b.gen_inputs == a.gen_inputs and b.gen_labels == a.gen_labels and b.digest() == a.digest()
+    assert np.array_equal(b.gen_probs, a.gen_probs) and np.array_equal(b.weights, a.weights)
+    assert b.epochs_done == [0] and b.history == [{"epoch": 0, "kept": 2}]
