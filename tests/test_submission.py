@@ -263,22 +263,31 @@ def test_a_bare_export_predicts_what_it_is_named_for(glue_runs, bench_dir, tmp_p
 
 
 def test_every_problem_is_listed_at_once(glue_runs, tmp_path):
-    """A missing task, a short predictions file and a wrong label name: one error, all three, no zip."""
+    """A missing task, a short predictions file (no best/ to predict with), a wrong label name and a
+    duplicated idx: one error naming all four, each once, and no zip (an older one is left alone)."""
     broken = tmp_path / "broken"
     cola = copy_run(glue_runs / "cola", broken / "cola")
     rewrite_predictions(cola / "predictions/test.jsonl", lambda rows: rows[:50])
     sst2 = copy_run(glue_runs / "sst2", broken / "sst2")
     rewrite_predictions(sst2 / "predictions/test.jsonl", lambda rows: [{**rows[0], "label": "Positive"}] + rows[1:])
-    runs = [glue_runs / t for t in GLUE_TASKS if t not in ("wnli", "cola", "sst2")] + [broken]
+    mrpc = copy_run(glue_runs / "mrpc", broken / "mrpc")
+    rewrite_predictions(mrpc / "predictions/test.jsonl", lambda rows: rows + [rows[0]])
+    runs = [glue_runs / t for t in GLUE_TASKS if t not in ("wnli", "cola", "sst2", "mrpc")] + [broken]
     out = tmp_path / "glue.zip"
+    out.write_bytes(b"an older zip")
     with pytest.raises(SubmissionError) as err:
         submission.build("glue", runs=runs, out=out)
     message = str(err.value)
-    assert "WNLI.tsv: missing" in message
-    assert "CoLA.tsv: 50 rows, but the test split glue/CoLA/test.tsv has 1063" in message
-    assert "max_predict_samples" in message
-    assert "label 'Positive' is not one of ['negative', 'positive']" in message
-    assert not out.exists() and no_leftovers(tmp_path) == []
+    assert message.startswith(f"cannot build the glue submission {out} (the {out} already there was left as it "
+                              "was): 4 problem(s):"), message
+    assert "WNLI.tsv: missing (no run of task wnli found); train a run with task: wnli" in message
+    assert re.search(r"CoLA.tsv: \S+/cola/predictions/test.jsonl holds 50 predictions, but the test split "
+                     r"glue/CoLA/test.tsv has 1063 rows .*data.max_predict_samples: null", message)
+    assert re.search(r"sst2/predictions/test.jsonl line 1: label 'Positive' is not one of \['negative', 'positive'\]: "
+                     "predictions must carry the task card's label names", message)
+    first = json.loads((mrpc / "predictions/test.jsonl").read_text().splitlines()[0])["idx"]
+    assert re.search(f"mrpc/predictions/test.jsonl line 1726: idx {first} appears again \\(first on line 1\\)", message)
+    assert out.read_bytes() == b"an older zip" and no_leftovers(tmp_path) == []
 
 
 # -- the validator, on zips made by anyone ---------------------------------------------------------
@@ -444,6 +453,30 @@ def test_superglue_zip_from_real_runs(sg_zip, sg_runs, bench_dir):
     assert no_leftovers(out.parent) == []
 
 
+def test_superglue_and_race_rules_agree_with_the_task_cards():
+    """SuperGLUE's and RACE's rules are tables in agora.submission.spec; the cards say the same."""
+    from agora.submission.spec import specs_for
+    from agora.tasks import available_tasks, load_task
+
+    kinds = {"name": "label", "index": "choice", "nested": "multirc", "entity": "record", None: "race"}
+    for bench in ("superglue", "race"):
+        cards = {}
+        for name in available_tasks():
+            card = load_task(name)
+            entry = card.submission.get(bench)
+            if entry and (card.predicted_by or card.name) not in ("race-m", "race-h"):
+                cards[entry["file"]] = (card, entry)
+        specs = specs_for(bench)
+        assert sorted(cards) == sorted(s.file for s in specs)
+        for spec in specs:
+            card, entry = cards[spec.file]
+            assert (card.predicted_by or card.name) == spec.card, spec.file
+            assert f"{card.local.dir}/{card.local.split(entry['split']).file}" == spec.test_path, spec.file
+            assert kinds[entry.get("write")] == spec.kind, spec.file
+            if spec.kind in ("label", "race"):
+                assert sorted(card.labels) == sorted(spec.allowed), spec.file
+
+
 def test_superglue_validator_and_build_problems(sg_zip, sg_runs, bench_dir, tmp_path):
     files = read_zip(sg_zip[0])
 
@@ -481,7 +514,7 @@ def test_superglue_validator_and_build_problems(sg_zip, sg_runs, bench_dir, tmp_
     with pytest.raises(SubmissionError) as err:
         submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir)
     for name in ("RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"):
-        assert f"{name}: missing (no run of task rte found)" in str(err.value)
+        assert f"{name}: missing (no run of task superglue-rte found)" in str(err.value)
     # ... unless --run RTE=DIR names one explicitly (the same run for all three files).
     report = submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir,
                               run_overrides={"RTE": sg_runs / SG_RTE_TASK})

@@ -112,7 +112,7 @@ def _assign(specs: list[FileSpec], found: list[Run], overrides: dict[str, str], 
         if len(candidates) == 1:
             runs[spec.file] = candidates[0]
         elif not candidates:
-            missing[spec.file] = f"no run of task {spec.task_key} found"
+            missing[spec.file] = f"no run of task {spec.card} found"
         else:
             listed = ", ".join(str(r.path) for r in candidates)
             problems.append(f"{spec.file}: {len(candidates)} runs of task {spec.task_key} ({listed}); "
@@ -265,14 +265,17 @@ def build(
         run = assigned[spec.file]
         expected = expected_of[spec.file]
         text, bad_rows = render(spec, rows[spec.file][0], rows[spec.file][1])
-        found_problems = bad_rows + check_text(spec, text, expected)
         made = len(rows[spec.file][0])
-        if made < expected.count and spec.file not in report.predicted:
-            found_problems.append(
-                f"{spec.file}: {rows[spec.file][1]} holds {made} predictions for {expected.count} test rows "
-                "(was the run limited by data.max_predict_samples?) and the run has no exported model (best/) to "
-                "predict the whole split with; rerun it with data.max_predict_samples: null, or pass a run with best/")
-        problems += found_problems
+        short = made < expected.count and spec.file not in report.predicted
+        # A short file, or rows that could not be written, explain the missing rows: say it once.
+        problems += bad_rows + check_text(spec, text, expected,
+                                          skip=frozenset({"count", "missing"}) if short or bad_rows else frozenset())
+        if short:
+            problems.append(
+                f"{spec.file}: {rows[spec.file][1]} holds {made} predictions, but {expected.source} has "
+                f"{expected.count} rows (was the run limited by data.max_predict_samples?) and the run has no exported "
+                "model (best/) to predict the rest with; rerun it with data.max_predict_samples: null, or pass a run "
+                "with best/")
         texts[spec.file] = text
         report.runs[spec.file] = run.path
         report.files[spec.file] = len(text.splitlines()) - (1 if spec.kind.startswith("tsv") else 0)
@@ -287,7 +290,8 @@ def build(
             problems.append(f"{file}: missing ({why}); train a run with task: {spec.card} and pass its run dir, "
                             f"or name one with --run {spec.task_key.upper()}=DIR; --allow-missing writes the rest")
     if problems:
-        raise _fail(f"cannot build the {bench} submission {out_path}", problems)
+        stale = f" (the {out_path} already there was left as it was)" if out_path.exists() else ""
+        raise _fail(f"cannot build the {bench} submission {out_path}{stale}", problems)
     if not texts:
         raise SubmissionError(f"cannot build the {bench} submission {out_path}: no run predicts any of its files "
                               f"({', '.join(s.file for s in specs)})")
@@ -350,7 +354,8 @@ def validate_zip(path: str | os.PathLike, benchmark: str | None = None,
         bench = norm(benchmark) if benchmark else guess_benchmark(names)
         if bench is None:
             raise SubmissionError(f"{path}: none of its files ({', '.join(names) or 'empty zip'}) belongs to a "
-                                  "GLUE, SuperGLUE or RACE submission; name the benchmark with --benchmark")
+                                  "GLUE, SuperGLUE or RACE submission; name the benchmark: "
+                                  f"agora-finetune submit glue|superglue|race --check {path}")
         specs = {s.file: s for s in specs_for(bench)}
         report = SubmissionReport(benchmark=bench, out=path)
         problems: list[str] = []

@@ -23,12 +23,15 @@ SHOWN = 5
 class Problems:
     """Collects a file's problems, at most :data:`SHOWN` of each kind, with a count of the rest."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, skip: frozenset[str] = frozenset()):
         self.file = file
+        self.skip = skip
         self._shown: dict[str, list[str]] = defaultdict(list)
         self._more: dict[str, int] = defaultdict(int)
 
     def add(self, kind: str, message: str, line: int | None = None) -> None:
+        if kind in self.skip:
+            return
         where = f"{self.file} line {line}" if line is not None else self.file
         if len(self._shown[kind]) < SHOWN:
             self._shown[kind].append(f"{where}: {message}")
@@ -69,7 +72,7 @@ def _as_01(value) -> int | None:
 def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]]:
     """The file's text from prediction rows, and the rows that could not be written (``where``: their file)."""
     problems = Problems(where)
-    out: list[tuple] = []  # (sort key, text line)
+    out: list[tuple] = []  # (sort key, row number, text line)
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or ("idx" not in row and spec.kind != "race"):
             problems.add("malformed", "not a prediction row with an 'idx'", n)
@@ -79,8 +82,9 @@ def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]
             if not {"id", "question_idx"} <= set(row):
                 problems.add("malformed", "a RACE prediction needs 'id' and 'question_idx'", n)
                 continue
-            out.append(((str(row["id"]), int(row["question_idx"])), json.dumps(
-                {"id": row["id"], "question_idx": row["question_idx"], "label": label})))
+            q = row["question_idx"]
+            key = (str(row["id"]), int(q) if isinstance(q, (int, str)) and str(q).isdigit() else q)
+            out.append((key, n, json.dumps({"id": row["id"], "question_idx": q, "label": label})))
             continue
         idx = row["idx"]
         key = int(idx) if isinstance(idx, (int, str)) and str(idx).lstrip("-").isdigit() else idx
@@ -93,28 +97,28 @@ def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]
             if math.isnan(value):
                 problems.add("label", "score is NaN", n)
                 continue
-            out.append((key, f"{key}\t{min(5.0, max(0.0, value)):.3f}"))
+            out.append((key, n, f"{key}\t{min(5.0, max(0.0, value)):.3f}"))
         elif spec.kind == "tsv-label":
             written = spec.write.get(_label_name(label))
             if written is None:
                 problems.add("label", f"label {label!r} is not one of {list(spec.write)}: predictions must carry the "
                                           "task card's label names", n)
                 continue
-            out.append((key, f"{key}\t{written}"))
+            out.append((key, n, f"{key}\t{written}"))
         elif spec.kind == "label":
             written = spec.write.get(_label_name(label).lower())
             if written is None:
                 problems.add("label", f"label {label!r} is not one of {list(spec.allowed)}", n)
                 continue
-            out.append((key, json.dumps({"idx": key, "label": written})))
+            out.append((key, n, json.dumps({"idx": key, "label": written})))
         elif spec.kind == "choice":
             value = _as_01(label)
             if value is None:
                 problems.add("label", f"label {label!r} is not 0 or 1", n)
                 continue
-            out.append((key, json.dumps({"idx": key, "label": value})))
+            out.append((key, n, json.dumps({"idx": key, "label": value})))
         elif spec.kind == "record":
-            out.append((key, json.dumps({"idx": key, "label": label})))
+            out.append((key, n, json.dumps({"idx": key, "label": label})))
         elif spec.kind == "multirc":
             questions = (row.get("passage") or {}).get("questions")
             if not isinstance(questions, list):
@@ -127,12 +131,29 @@ def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]
                     value = _as_01(a.get("label"))
                     answers.append({"idx": a.get("idx"), "label": a.get("label") if value is None else value})
                 nested.append({"idx": q.get("idx"), "answers": answers})
-            out.append((key, json.dumps({"idx": key, "passage": {"questions": nested}})))
+            out.append((key, n, json.dumps({"idx": key, "passage": {"questions": nested}})))
         else:  # pragma: no cover - the spec table only holds the kinds above
             raise ValueError(f"unknown file kind {spec.kind}")
-    out.sort(key=lambda item: (str(type(item[0])), item[0]))
+    first: dict = {}
+    kept: list[tuple] = []
+    for key, n, text in out:
+        try:
+            hashable = hash(key) is not None
+        except TypeError:  # an idx that is a list or an object: the checker reports it
+            hashable = False
+        if hashable and key in first:
+            problems.add("duplicate", f"idx {_show(key)} appears again (first on line {first[key]}); a run predicts "
+                                      "each test example once: is this file two runs' predictions joined?", n)
+            continue
+        if hashable:
+            first[key] = n
+        kept.append((key, text))
+    try:
+        kept.sort(key=lambda item: (str(type(item[0])), item[0]))
+    except TypeError:  # idx values that do not compare: any order, the checker reports them
+        kept.sort(key=lambda item: repr(item[0]))
     header = [GLUE_HEADER] if spec.kind.startswith("tsv") else []
-    return "".join(line + "\n" for line in header + [text for _, text in out]), problems.lines()
+    return "".join(line + "\n" for line in header + [text for _, text in kept]), problems.lines()
 
 
 # -- file text -> problems ------------------------------------------------------------------------
@@ -144,9 +165,13 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_text(spec: FileSpec, text: str, expected: Expected | None) -> list[str]:
-    """Every problem of one benchmark file (empty list: the file is fine)."""
-    problems = Problems(spec.file)
+def check_text(spec: FileSpec, text: str, expected: Expected | None, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Every problem of one benchmark file (empty list: the file is fine).
+
+    ``skip``: kinds of problem not to report (``count``, ``missing``), where the caller already
+    said why, in its own words.
+    """
+    problems = Problems(spec.file, skip)
     if "\r" in text:
         problems.add("format", "has CR (\\r) characters; lines must end with \\n only")
         text = text.replace("\r\n", "\n")
