@@ -328,6 +328,14 @@ def test_validator_reports_every_broken_input(glue_zip, bench_dir, tmp_path, cap
         for fragment in expected:
             assert fragment in text, (case, fragment, text)
 
+    # Without the test files, only the official row counts are checked, and the report says so.
+    (tmp_path / "empty").mkdir()
+    report, problems = validate_zip(good, data_dir=tmp_path / "empty")
+    assert all(f"{name}: only the official row count was checked" in "\n".join(report.notes) for name in files)
+    assert not [p for p in problems if p.startswith(("CoLA.tsv", "QNLI.tsv", "AX.tsv"))]
+    assert any(p.startswith("MNLI-m.tsv: 40 rows, but the official test set has 9796 (no test file to compare with")
+               for p in problems), problems  # the fixture's 40 rows
+
     # All four broken inputs in one zip: one error listing all of them.
     everything = {**cases["duplicate"][0], "MNLI-m.tsv": cases["spelling"][0]["MNLI-m.tsv"],
                   "QNLI.tsv": cases["short"][0]["QNLI.tsv"]}
