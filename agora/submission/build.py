@@ -2,9 +2,10 @@
 
 ``build`` picks, for every file of the benchmark, the run that predicts it (``--run`` overrides
 first, then the runs found under the given paths by task name), reads its saved test predictions
-or predicts the test split with its exported model, writes the file exactly as the leaderboard
-wants it, checks it against the test split, and only when every file passes writes the zip
-(to a temporary file in the output folder, then renamed: never a partial zip).
+or, where they are missing or cover only part of the test split, predicts the whole split with
+its exported model; writes the file exactly as the leaderboard wants it, checks it against the
+test split, and only when every file passes writes the zip (to a temporary file in the output
+folder, then renamed: never a partial zip). Every problem found is reported in one error.
 """
 
 from __future__ import annotations
@@ -190,10 +191,19 @@ def build(
             whatever else was found.
         allow_missing: write the files that exist and report the absent ones instead of failing.
         data_dir: the benchmark files (default: each run's ``data.dir``, else ``$AGORA_DATA_DIR``).
-        save_predictions: save test predictions made now into the run's ``predictions/``.
+        save_predictions: save test predictions made now into the run's ``predictions/`` (never
+            over a file the run wrote itself).
 
     Raises:
         SubmissionError: listing every problem at once; nothing is written then.
+
+    Warns:
+        SubmissionIncomplete: with ``allow_missing``, when files are absent from the zip.
+
+    Example::
+
+        report = build("glue", runs=["runs/"], out="glue.zip", run_overrides={"AX": "runs/mnli-2"})
+        print(report.summary())
     """
     specs = specs_for(benchmark)
     bench = specs[0].benchmark

@@ -134,7 +134,8 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
     """Predict test splits with the run's export. ``keys``: ``split`` or ``task/split`` (AX: ``ax/test``).
 
     The run's recipe gives the data settings (``max_length`` from the export wins); the whole
-    split is predicted whatever ``data.max_predict_samples`` was.
+    split is predicted whatever ``data.max_predict_samples`` was, from the card's own test file
+    under the data dir (the one the leaderboard scores; ``data.files`` overrides are for training).
     """
     import lightning as L
     from transformers import AutoTokenizer
