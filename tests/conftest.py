@@ -96,3 +96,27 @@ def tiny_teacher(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
     BertForSequenceClassification(config).save_pretrained(out)
     AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(out)
     return out
+
+
+def run_cli(recipe: dict, tmp_path: Path, name: str, data_dir: Path, ddp: bool = False):
+    """Write ``recipe`` to ``<tmp_path>/<name>.yaml`` and run the real CLI on it in a fresh process.
+
+    Asserts it succeeded (and, with ``ddp``, that the gloo processes registered); returns the
+    completed process.
+    """
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "AGORA_DATA_DIR": str(data_dir)}
+    env.pop("AGORA_RUN_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "agora.cli", str(path)], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if ddp:
+        out = proc.stdout + proc.stderr
+        assert "distributed_backend=gloo" in out and "All distributed processes registered" in out
+    return proc

@@ -6,15 +6,11 @@ from both ranks, de-duplicated by idx), the broadcast from rank 0 and the writes
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 
-from conftest import tiny_recipe
+from conftest import run_cli, tiny_recipe
 
 
 def _run(tmp_path, data_dir, tiny_bort, tiny_teacher, name, devices):
@@ -28,15 +24,7 @@ def _run(tmp_path, data_dir, tiny_bort, tiny_teacher, name, devices):
         trainer={"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto", "max_epochs": 2},
         output={"predict": False, "export": False},
     )
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "AGORA_DATA_DIR": str(data_dir)}
-    env.pop("AGORA_RUN_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "agora.cli", str(path)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    if devices > 1:
-        assert "All distributed processes registered" in proc.stdout + proc.stderr
+    run_cli(recipe, tmp_path, name, data_dir, ddp=devices > 1)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("AgoraCallback"))
     report = json.loads((run / "metrics.json").read_text())["agora"]

@@ -1,14 +1,10 @@
 """DDP: 2 CPU processes (gloo) give exactly the single-process scores and predictions."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import yaml
 
-from conftest import tiny_recipe
+from conftest import run_cli, tiny_recipe
 
 
 def _run(tmp_path, data_dir, tiny_bort, name, devices):
@@ -17,15 +13,7 @@ def _run(tmp_path, data_dir, tiny_bort, name, devices):
                          trainer={"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto",
                                   "limit_train_batches": 0, "max_epochs": 1},
                          data={"max_eval_samples": 101, "max_predict_samples": 37, "eval_batch_size": 8})
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    env = {**os.environ, "AGORA_DATA_DIR": str(data_dir)}
-    env.pop("AGORA_RUN_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "agora.cli", str(path)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    if devices > 1:
-        assert "distributed_backend=gloo" in proc.stdout + proc.stderr and "All distributed processes registered" in proc.stdout + proc.stderr
+    run_cli(recipe, tmp_path, name, data_dir, ddp=devices > 1)
     metrics = json.loads((run / "metrics.json").read_text())
     preds = {s: (run / "predictions" / f"{s}.jsonl").read_text().splitlines() for s in ("validation", "test")}
     return metrics, preds
