@@ -485,7 +485,7 @@ def test_superglue_and_race_rules_agree_with_the_task_cards():
                 assert sorted(card.labels) == sorted(spec.allowed), spec.file
 
 
-def test_superglue_validator_and_build_problems(sg_zip, sg_runs, bench_dir, tmp_path):
+def test_superglue_validator_and_build_problems(sg_zip, sg_runs, glue_runs, bench_dir, tmp_path):
     files = read_zip(sg_zip[0])
 
     def edit(name, fn):
@@ -520,10 +520,20 @@ def test_superglue_validator_and_build_problems(sg_zip, sg_runs, bench_dir, tmp_
     # Building: a GLUE RTE run is not the SuperGLUE RTE run; without one, RTE, AX-b, AX-g are missing.
     runs = [p for p in sg_runs.iterdir() if p.name != SG_RTE_TASK]
     with pytest.raises(SubmissionError) as err:
-        submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir)
+        submission.build("superglue", runs=[*runs, glue_runs / "rte"], out=tmp_path / "sg.zip", data_dir=bench_dir)
     for name in ("RTE.jsonl", "AX-b.jsonl", "AX-g.jsonl"):
         assert f"{name}: missing (no run of task superglue-rte found)" in str(err.value)
-    # ... unless --run RTE=DIR names one explicitly (the same run for all three files).
+    # A GLUE RTE run named with --run RTE=DIR: used for RTE.jsonl with a note, but it cannot predict AX-b or AX-g.
+    with pytest.raises(SubmissionError) as err:
+        submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir,
+                         run_overrides={"RTE": glue_runs / "rte"})
+    message = str(err.value)
+    assert "2 problem(s)" in message and "RTE.jsonl" not in message.split("note:")[0]
+    for name in ("AX-b.jsonl", "AX-g.jsonl"):
+        assert f"{name}: run {glue_runs / 'rte'} (task rte) does not predict {name}" in message
+    assert f"note: RTE.jsonl: using --run RTE={glue_runs / 'rte'} although that run's task is 'rte', not superglue-rte" \
+        in message
+    # ... a SuperGLUE RTE run named with --run RTE=DIR predicts all three files.
     report = submission.build("superglue", runs=runs, out=tmp_path / "sg.zip", data_dir=bench_dir,
                               run_overrides={"RTE": sg_runs / SG_RTE_TASK})
     assert report.runs["AX-g.jsonl"] == sg_runs / SG_RTE_TASK

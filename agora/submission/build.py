@@ -73,8 +73,10 @@ class SubmissionIncomplete(UserWarning):
     """``build(..., allow_missing=True)`` wrote a zip without some of the benchmark's files."""
 
 
-def _fail(what: str, problems: list[str]) -> SubmissionError:
-    return SubmissionError(f"{what}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+def _fail(what: str, problems: list[str], notes: list[str] = ()) -> SubmissionError:
+    """One error listing every problem, then the notes that may explain them."""
+    lines = [f"  - {p}" for p in problems] + [f"  note: {n}" for n in notes]
+    return SubmissionError(f"{what}: {len(problems)} problem(s):\n" + "\n".join(lines))
 
 
 # -- choosing runs --------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ def _assign(specs: list[FileSpec], found: list[Run], overrides: dict[str, str], 
             run = chosen[spec.file][1]
             if run.key not in spec.aliases:
                 notes.append(f"{spec.file}: using --run {chosen[spec.file][2]}={run.path} although that run's task is "
-                             f"'{run.task}', not {spec.task_key}")
+                             f"'{run.task}', not {spec.card}")
             runs[spec.file] = run
             continue
         candidates = [r for r in found if r.key in spec.aliases]
@@ -301,7 +303,7 @@ def build(
                             f"or name one with --run {spec.task_key.upper()}=DIR; --allow-missing writes the rest")
     if problems:
         stale = f" (the {out_path} already there was left as it was)" if out_path.exists() else ""
-        raise _fail(f"cannot build the {bench} submission {out_path}{stale}", problems)
+        raise _fail(f"cannot build the {bench} submission {out_path}{stale}", problems, report.notes)
     if not texts:
         raise SubmissionError(f"cannot build the {bench} submission {out_path}: no run predicts any of its files "
                               f"({', '.join(s.file for s in specs)})")
@@ -404,5 +406,5 @@ def check(path: str | os.PathLike, benchmark: str | None = None,
     """Like :func:`validate_zip`, but raises :class:`SubmissionError` listing every problem."""
     report, problems = validate_zip(path, benchmark, data_dir)
     if problems:
-        raise _fail(f"{path} is not a valid {report.benchmark} submission", problems)
+        raise _fail(f"{path} is not a valid {report.benchmark} submission", problems, report.notes)
     return report

@@ -167,7 +167,7 @@ def _table_specs(benchmark: str, table: dict) -> list[FileSpec]:
         if kind == "label":  # label names are matched case-insensitively, written as the table says
             write = {str(v).lower(): v for v in allowed}
         specs.append(FileSpec(benchmark=benchmark, file=file, task_key=key, card=TABLE_CARDS.get(key, key),
-                              aliases=aliases | {key}, split="test",
+                              aliases=aliases | {norm(TABLE_CARDS.get(key, key))}, split="test",
                               kind=kind, write=write, extra=extra, test_path=test_path, allowed=allowed))
     return specs
 
