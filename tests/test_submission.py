@@ -1,5 +1,6 @@
-"""Leaderboard submissions: GLUE zips built from real tiny runs on the real test files, SuperGLUE and
-RACE zips from saved predictions, and the validator fed broken zips.
+"""Leaderboard submissions: GLUE, SuperGLUE and RACE zips built from real tiny runs (one per task, 1
+epoch) on the real test files, test splits predicted from best/ where a run saved none or too few,
+broken runs and broken zips fed to the builder and the validator.
 
 Test files absent from ``../shared/data`` (MNLI, QQP, ReCoRD; QNLI train/dev) come from
 ``tests/fixtures/submission`` with the original schema; row counts are always those of the test
@@ -9,7 +10,6 @@ file in the data dir, never constants.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import shutil

@@ -195,7 +195,8 @@ def check_text(spec: FileSpec, text: str, expected: Expected | None, skip: froze
         if key is None:
             continue
         if key in seen:
-            problems.add("duplicate", f"idx {_show(key)} appears again (first on line {seen[key]}); keep one row per idx", n)
+            problems.add("duplicate", f"idx {_show(key)} appears again (first on line {seen[key]}); "
+                                      "keep one row per idx", n)
             continue
         seen[key] = n
         order.append((key, n))
@@ -207,16 +208,16 @@ def check_text(spec: FileSpec, text: str, expected: Expected | None, skip: froze
     if expected is not None:
         if len(seen) != expected.count or len(lines) != expected.count:
             why = f" (no test file to compare with: {expected.why})" if expected.why else ""
-            problems.add("count", f"{len(lines)} rows, but {expected.source} has {expected.count}{why}; write exactly one "
-                                  "row per test example")
+            problems.add("count", f"{len(lines)} rows, but {expected.source} has {expected.count}{why}; "
+                                  "write exactly one row per test example")
         if expected.keys is not None:
             missing, unexpected = expected.keys - seen.keys(), seen.keys() - expected.keys
             if missing:
-                problems.add("missing", f"{len(missing)} idx of the test split have no row ({_sample(map(_show, missing))}); "
-                                        "predict the whole test split")
+                problems.add("missing", f"{len(missing)} idx of the test split have no row "
+                                        f"({_sample(map(_show, missing))}); predict the whole test split")
             if unexpected:
-                problems.add("unexpected", f"{len(unexpected)} idx are not in the test split ({_sample(map(_show, unexpected))}); "
-                                           "were they predicted on another split?")
+                problems.add("unexpected", f"{len(unexpected)} idx are not in the test split "
+                                           f"({_sample(map(_show, unexpected))}); were they predicted on another split?")
     return problems.lines()
 
 
@@ -269,7 +270,8 @@ def _check_line(spec: FileSpec, line: str, n: int, expected: Expected | None, pr
                 and label not in expected.candidates[idx]:
             problems.add("label", f"label {label!r} is not an entity of the passage of query {idx}", n)
     elif not isinstance(label, str) or label not in spec.allowed:
-        problems.add("label", f"label {label!r} is not one of {list(spec.allowed)} (JSON strings, spelled exactly so)", n)
+        problems.add("label", f"label {label!r} is not one of {list(spec.allowed)} "
+                              "(JSON strings, spelled exactly so)", n)
     return idx
 
 
