@@ -7,8 +7,9 @@ Local layout (Lai et al., 2017): ``race/<split dir>/<level>/<n>.txt`` with split
 RACE-M and RACE-H read one), files in numeric order of their names.
 
 Rows (multiple choice, one per question): ``text_a`` the article; ``choices`` the question with
-each option substituted into its ``_`` blank(s), or appended after the question when it has no
-blank; ``label`` the answer letter, by name; ``id``, ``question_idx`` and ``level`` beside them.
+each option substituted into its ``_`` blank(s) (see :func:`fill_blank`), or appended after the
+question when it has no blank; ``label`` the answer letter, by name; ``id``, ``question_idx`` and
+``level`` beside them.
 The article is what gets truncated, never the question or the option (:mod:`agora.formats`).
 """
 
@@ -29,13 +30,22 @@ from agora.tasks import LocalSplit, TaskCard
 
 LEVELS = ("high", "middle")
 EXTRA = {"id": datasets.Value("string"), "question_idx": datasets.Value("int64"), "level": datasets.Value("string")}
+BLANK = re.compile(r"_+")
 
 
 def fill_blank(question: str, option: str) -> str:
-    """Segment B of one option: the option in the question's ``_`` blank, else after the question."""
-    if "_" in question:
-        return " ".join(question.replace("_", f" {option} ").split())
-    return f"{question.strip()} {option.strip()}"
+    """Segment B of one option: the option in the question's ``_`` blank, else after the question.
+
+    A question with k > 1 blanks whose option holds k parts separated by ``;`` (``"soup; medicine"``)
+    gets one part per blank; otherwise every blank gets the whole option (our choice).
+    """
+    parts = BLANK.split(question)
+    if len(parts) == 1:
+        return f"{question.strip()} {option.strip()}"
+    pieces = [p.strip() for p in option.split(";")]
+    fills = pieces if len(parts) > 2 and len(pieces) == len(parts) - 1 else [option.strip()] * (len(parts) - 1)
+    text = parts[0] + "".join(f" {fill} {rest}" for fill, rest in zip(fills, parts[1:]))
+    return " ".join(text.split())
 
 
 def _natural(path: Path) -> tuple:
