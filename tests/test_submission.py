@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -190,6 +191,12 @@ def test_glue_zip_from_real_runs(glue_zip, glue_runs, bench_dir):
     # Our own validator accepts it, against the same test files.
     assert submission.check(out, data_dir=bench_dir).files == report.files
     assert no_leftovers(out.parent) == []
+    # The same runs give the same bytes; the zip is readable by others (not mkstemp's 0600).
+    again = submission.build("glue", runs=[glue_runs], out=out.parent / "again.zip")
+    assert again.predicted == [] and (out.parent / "again.zip").read_bytes() == out.read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_prediction_from_the_export_matches_the_run(glue_runs, tmp_path, fast_env):

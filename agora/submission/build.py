@@ -335,13 +335,22 @@ def race_metrics(text: str, expected: Expected) -> dict:
 
 
 def write_zip(out: Path, texts: dict[str, str]) -> None:
-    """A flat zip, written to a temporary file beside ``out`` and renamed (atomic)."""
+    """A flat zip, written to a temporary file beside ``out`` and renamed (atomic).
+
+    Entries carry a fixed date and mode 0644, so the same predictions give the same bytes; the
+    zip itself gets the usual permissions (``mkstemp`` would leave it readable by its owner only).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, text in texts.items():
-                archive.writestr(name, text.encode("utf-8"))
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                archive.writestr(info, text.encode("utf-8"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
