@@ -621,3 +621,6 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert main(["submit", "glue", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.zip")]) == 2
     err = capsys.readouterr().err
     assert "nowhere: no such directory" in err and "CoLA.tsv: missing" in err
+    assert main(["submit", "superglue", "-o", str(tmp_path / "x.zip")]) == 2
+    assert "no runs given: agora-finetune submit superglue RUN_DIR..." in capsys.readouterr().err
+    assert not (tmp_path / "x.zip").exists()

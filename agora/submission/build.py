@@ -211,7 +211,11 @@ def build(
     bench = specs[0].benchmark
     out_path = Path(out if out is not None else f"{bench}.zip").expanduser()
     report = SubmissionReport(benchmark=bench, out=out_path)
+    if isinstance(runs, (str, os.PathLike)):
+        runs = [runs]
     found, problems = discover(list(runs))
+    if not runs and not run_overrides:
+        problems.append(f"no runs given: agora-finetune submit {bench} RUN_DIR... (or build({bench!r}, runs=[...]))")
     assigned, missing = _assign(specs, found, {str(k): str(v) for k, v in (run_overrides or {}).items()},
                                 problems, report.notes)
 
