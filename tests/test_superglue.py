@@ -376,3 +376,18 @@ def test_train_and_predict_end_to_end(tmp_path, data_dir, tiny_bort, task):
         for extra in ("axb/test", "axg/test"):
             rows = _rows(result.predictions[extra])
             assert len(rows) == 24 and {r["label"] for r in rows} <= {"entailment", "not_entailment"}
+
+
+def test_shipped_recipe_runs_as_written(tmp_path, data_dir, tiny_bort):
+    """recipes/copa.yaml itself (bf16 autocast, its batch and length), only scaled down."""
+    from agora import AgoraTrainer
+    from agora.paths import RECIPES_DIR
+
+    for name in E2E:
+        assert (RECIPES_DIR / f"{name}.yaml").is_file(), f"recipes/{name}.yaml is shipped"
+    result = AgoraTrainer.from_recipe("copa", model={"name": str(tiny_bort)}, output={"dir": str(tmp_path / "run")},
+                                      data={"dir": str(data_dir), "files": {"train": "superglue/FewGLUE/COPA/train.jsonl"},
+                                            "max_eval_samples": 32, "max_predict_samples": 16},
+                                      trainer={"max_epochs": 1, "enable_progress_bar": False}).fit()
+    assert set(result.scores) == {"validation/accuracy"}
+    assert len(_rows(result.predictions["test"])) == 16
