@@ -1,7 +1,7 @@
 """RACE data pipeline throughput, the model left out: parse, tokenize, cache, load batches.
 
-RACE has 87,866 training questions on 25,137 articles (about 430 tokens each), 4 options per
-question, so every question is 4 sequences of up to ``--max-length`` tokens. This measures each
+RACE has 87,866 training questions on 25,137 articles, 4 options per question, so every question
+is 4 sequences (article | question with the option) of up to ``--max-length`` tokens. This measures each
 stage of the pipeline of :mod:`agora.splits` / :mod:`agora.datamodule` on the real files:
 
 1. parse: the per-article JSON files into an Arrow table (``load_split``, fresh cache);
@@ -77,8 +77,8 @@ def main(argv=None) -> None:
 
     # 1. parse
     raw, t_parse = _timed(lambda: load_split(card, args.split, root, "local", cache))
-    files = len(set(raw["id"]))
-    print(f"1. parse    : {len(raw):,} questions from {files:,} files in {t_parse:.1f}s "
+    articles = len(set(raw["id"]))
+    print(f"1. parse    : {len(raw):,} questions on {articles:,} articles in {t_parse:.1f}s "
           f"= {len(raw) / t_parse:,.0f} questions/s")
 
     # 2. tokenize (ours) and the plain tokenizer on a slice, same run
@@ -90,10 +90,10 @@ def main(argv=None) -> None:
           f"= {tokens / t_tok:,.0f} tokens/s ({len(tok) / t_tok:,.0f} questions/s)")
     n = min(args.baseline_questions, len(raw))
     sample = raw.select(range(n))
-    articles, options = sample["text_a"], sample["choices"]
+    contexts, options = sample["text_a"], sample["choices"]
 
     def plain():
-        for article, opts in zip(articles, options):
+        for article, opts in zip(contexts, options):
             tokenizer([article] * len(opts), list(opts), truncation="only_first", max_length=args.max_length)
 
     _, t_plain = _timed(plain)

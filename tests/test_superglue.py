@@ -391,3 +391,32 @@ def test_shipped_recipe_runs_as_written(tmp_path, data_dir, tiny_bort):
                                       trainer={"max_epochs": 1, "enable_progress_bar": False}).fit()
     assert set(result.scores) == {"validation/accuracy"}
     assert len(_rows(result.predictions["test"])) == 16
+
+
+def test_record_and_multirc_formats_by_hand():
+    """Best candidate per query (ReCoRD) and the nested, re-assembled MultiRC rows, from given logits."""
+    from agora.formats import format_of
+
+    record = load_task("record")
+    logits = np.array([[0, 1], [0, 3], [0, 0], [2, 0], [0, 1]], dtype=float)  # P(gold) grows with column 1 - column 0
+    meta = {"query_idx": [5, 5, 5, 9, 9], "entity": ["Paris", "Paris, France", "Lyon", "Bonn", "the Rhine"],
+            "answers": [["Paris"]] * 3 + [["Bonn", "Bonn, Germany"]] * 2}
+    # query 5 picks "Paris, France": F1 vs "Paris" = 2 * (1/2 * 1) / (1/2 + 1) = 2/3, EM 0; query 9 picks "the Rhine": 0, 0
+    assert format_of(record).score(record, logits, np.zeros(5), meta) == pytest.approx({"record_f1": 1 / 3, "record_em": 0.0})
+    out = {"idx": np.arange(5), "logits": logits, "labels": np.array([1, 0, 0, 1, 0])}
+    assert format_of(record).prediction_rows(record, out, meta, with_gold=False) == [
+        {"idx": 5, "label": "Paris, France"}, {"idx": 9, "label": "the Rhine"}]
+
+    multirc = load_task("multirc")
+    logits = np.array([[0, 1], [1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)  # predictions 1 0 0 1 1
+    labels = np.array([1, 0, 1, 1, 0])
+    meta = {"paragraph_idx": [1, 1, 0, 1, 0], "question_idx": [3, 3, 2, 4, 2], "answer_idx": [10, 11, 5, 12, 6]}
+    # TP 2, FP 1 (answer 6), FN 1 (answer 5) -> F1a 2/3; question 3 and 4 right, question 2 wrong -> EM 2/3
+    assert format_of(multirc).score(multirc, logits, labels, meta) == pytest.approx({"f1a": 2 / 3, "em": 2 / 3})
+    rows = format_of(multirc).prediction_rows(multirc, {"idx": np.arange(5), "logits": logits, "labels": labels},
+                                              meta, with_gold=False)
+    assert rows == [
+        {"idx": 0, "passage": {"questions": [{"idx": 2, "answers": [{"idx": 5, "label": 0}, {"idx": 6, "label": 1}]}]}},
+        {"idx": 1, "passage": {"questions": [{"idx": 3, "answers": [{"idx": 10, "label": 1}, {"idx": 11, "label": 0}]},
+                                             {"idx": 4, "answers": [{"idx": 12, "label": 1}]}]}},
+    ]
