@@ -142,6 +142,45 @@ class OutputConfig(_Section):
     """A Lightning checkpoint to resume the fit from, or ``last`` (``<run>/checkpoints/last.ckpt``)."""
 
 
+class BudgetConfig(_Section):
+    """What the search may spend; printed before the first fit (see :func:`agora.search.plan`)."""
+
+    max_thetas: int | None = Field(None, ge=1)
+    """Size of Θ at the start; a larger grid is thinned to a seeded sample (kept in grid order)."""
+    max_fits: int | None = Field(None, ge=1)
+    """Fits in the whole search, replays included; a round that does not fit in what is left is not started."""
+    max_epochs: int | None = Field(None, ge=1)
+    """Training epochs in the whole search (fits x ``trainer.max_epochs``)."""
+
+
+class SearchConfig(_Section):
+    """Agora's rounds over Θ (AGORA.md, "The loop"); see :mod:`agora.search`.
+
+    Θ is a grid (``space``: dotted recipe key -> values, most influential key first) or an explicit
+    list (``trials``: mappings with the same keys, ordered as in the first). Any recipe field can be
+    searched (``optim.lr``, ``seed``, ``data.batch_size``, ``agora.alpha``, ``trainer.max_epochs``).
+    """
+
+    space: dict[str, list[Any]] = Field(default_factory=dict)
+    trials: list[dict[str, Any]] = Field(default_factory=list)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    min_prune_fraction: float = Field(0.25, ge=0, le=1)
+    """Safeguard: each pruning removes at least this share of Θ (rounded up)."""
+    max_replays: int = Field(2, ge=0)
+    """Replays of a round whose best E_sel score did not improve (fresh seeds, fresh G samples)."""
+    max_rounds: int | None = Field(None, ge=1)
+    """Stop after this many rounds (replays included); default: until Θ is empty."""
+    replay_seed_offset: int = Field(1000, ge=1)
+    """A replay's fits use seed + offset x replay number."""
+
+    @model_validator(mode="after")
+    def _one_theta_source(self) -> "SearchConfig":
+        from agora.search.space import check_space
+
+        check_space(self.space, self.trials)
+        return self
+
+
 class RunConfig(_Section):
     task: str
     """Task card name (``rte``) or path to a task card YAML."""
@@ -154,6 +193,8 @@ class RunConfig(_Section):
     trainer: dict[str, Any] = Field(default_factory=dict)
     """Passed through untouched to ``lightning.Trainer`` (max_epochs, precision, strategy, ...)."""
     output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig | None = None
+    """Agora's rounds over a hyperparameter space Θ; absent: a single fit."""
 
     @field_validator("trainer")
     @classmethod
@@ -178,6 +219,14 @@ class RunConfig(_Section):
                 "agora: expansion (expand_every_n_epochs > 0) and distillation (alpha > 0) need a teacher: "
                 "set teacher.path, or set agora.expand_every_n_epochs: 0 and agora.alpha: 0"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _search_keys(self) -> "RunConfig":
+        if self.search is not None:
+            from agora.search.space import check_keys
+
+            check_keys(self, self.search)
         return self
 
     def to_dict(self) -> dict[str, Any]:

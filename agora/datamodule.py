@@ -9,6 +9,7 @@ themselves, so every rank gets the same number of training batches.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -56,6 +57,17 @@ def rows_of(card: TaskCard, idx, inputs, labels) -> dict[str, list]:
             rows["text_b"] = [seg[1] for seg in inputs]
     rows["label"] = [float(x) if card.format == "regression" else int(x) for x in labels]
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialInputs:
+    """What Agora's rounds (:mod:`agora.search`) give one fit beyond its recipe."""
+
+    e_seed: int
+    """E is carved from train with this seed, the same for every θ, Agora on or off (the plain
+    baseline is ranked on the same E_sel)."""
+    extra_rows: str | None = None
+    """JSONL of rows appended to D after E is carved (see :meth:`TaskDataModule.append_train_rows`)."""
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -182,8 +194,9 @@ class TaskDataModule(L.LightningDataModule):
         self.epoch_size: int | None = None
 
     # -- loading -------------------------------------------------------------------------
-    def load(self, predict: bool = True) -> "TaskDataModule":
-        """Parse and tokenize every split now (errors surface before any training)."""
+    def load(self, predict: bool = True, trial: "TrialInputs | None" = None) -> "TaskDataModule":
+        """Parse and tokenize every split now (errors surface before any training). ``trial``: a fit
+        of Agora's rounds (E carved even with Agora off, D's additions appended)."""
         dcfg = self.cfg.data
         root, cache = data_dir(dcfg.dir), cache_dir(dcfg.cache_dir)
         wanted: list[tuple[str, TaskCard, str, int | None]] = []
@@ -204,13 +217,17 @@ class TaskDataModule(L.LightningDataModule):
             self.tokenized[key] = self._tokenize(ds, card)
             if key not in self.eval_names and key != self.card.train_split:
                 self.predict_names.append(key)
-        if self.cfg.agora.enabled and self.card.train_split:
-            self.split_eval_set()
+        if (self.cfg.agora.enabled or trial is not None) and self.card.train_split:
+            self.split_eval_set(seed=None if trial is None else trial.e_seed,
+                                with_e_gen=trial is not None and self.cfg.agora.enabled)
+            if trial is not None and trial.extra_rows:
+                self.append_train_rows(trial.extra_rows)
         return self
 
-    def split_eval_set(self) -> None:
-        """Agora's E: ``e_gen`` / ``e_sel`` splits carved from train (kept out of D), see
-        :mod:`agora.evalset`; ``e_sel`` is also evaluated each epoch. ``eval_on: dev``: both are dev."""
+    def split_eval_set(self, seed: int | None = None, with_e_gen: bool = False) -> None:
+        """Agora's E: ``e_gen`` / ``e_sel`` splits carved from train (kept out of D) with ``seed``
+        (default: the run's), see :mod:`agora.evalset`; ``e_sel`` is also evaluated each epoch, and
+        ``e_gen`` where its mistakes are needed. ``eval_on: dev``: both are dev."""
         from agora.evalset import default_e_size, split_e
 
         acfg, train = self.cfg.agora, self.card.train_split
@@ -221,13 +238,38 @@ class TaskDataModule(L.LightningDataModule):
         labels = np.asarray(self.raw[train].with_format("numpy")["label"])
         n_dev = len(self.raw[self.card.select_split]) if self.card.eval_splits else len(labels)
         size = acfg.e_size or default_e_size(len(labels), n_dev, acfg.e_max_fraction)
-        d, gen, sel = split_e(labels, size, self.cfg.seed, self.card.format == "regression")
+        d, gen, sel = split_e(labels, size, self.cfg.seed if seed is None else seed, self.card.format == "regression")
         for name, positions in (("e_gen", gen), ("e_sel", sel), (train, d)):
             self.raw[name] = self.raw[train].select(positions)
             self.tokenized[name] = self.tokenized[train].select(positions)
         self.eval_names.append("e_sel")
-        if acfg.expand_every_n_epochs > 0 and acfg.expand_from == "mistakes":
+        if with_e_gen or (acfg.expand_every_n_epochs > 0 and acfg.expand_from == "mistakes"):
             self.eval_names.append("e_gen")  # the student's mistakes on it drive generation
+
+    def append_train_rows(self, path: str) -> None:
+        """Append rows of a JSONL file (``idx``, ``inputs`` as text segments, ``label`` name or score)
+        to D, after E is carved: the additions of Agora's rounds (:mod:`agora.search`). They join D
+        as ordinary rows (raw and tokenized), labelled by the teacher's argmax."""
+        import json
+        from pathlib import Path
+
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not rows:
+            return
+        train = self.card.train_split
+        names = list(self.card.labels or [])
+        labels = [r["label"] if self.card.format == "regression" or not isinstance(r["label"], str)
+                  else names.index(r["label"]) for r in rows]
+        columns = rows_of(self.card, [r["idx"] for r in rows], [tuple(r["inputs"]) for r in rows], labels)
+        raw = self.raw[train]
+        for name in raw.column_names:
+            columns.setdefault(name, [None] * len(rows))
+        new = datasets.Dataset.from_dict({k: columns[k] for k in raw.column_names}, features=raw.features)
+        self.raw[train] = datasets.concatenate_datasets([raw, new])
+        tokenized = self._tokenize(new, self.card)
+        if tokenized.features != self.tokenized[train].features:
+            tokenized = tokenized.cast(self.tokenized[train].features)
+        self.tokenized[train] = datasets.concatenate_datasets([self.tokenized[train], tokenized])
 
     def inputs(self, key: str) -> tuple[np.ndarray, list[tuple[str, ...]], np.ndarray]:
         """``(idx, inputs, labels)`` of a split, inputs as the text segments G and the teacher read

@@ -76,6 +76,8 @@ class AgoraModule(L.LightningModule):
         self._buffers: dict[str, list] = defaultdict(list)
         self._train_loss = [0.0, 0]
         self.last_scores: dict[str, float] = {}
+        self.select_name = card.select_split
+        """The split whose main metric is ``val_score`` (checkpoint selection); ``e_sel`` in a search."""
 
     # -- forward and loss ----------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -152,7 +154,7 @@ class AgoraModule(L.LightningModule):
                 results[f"val/{name}/{metric}"] = value
         if self.trainer.sanity_checking or not results:
             return
-        main = results.get(f"val/{self.card.select_split}/{self.card.main_metric}", float("nan"))
+        main = results.get(f"val/{self.select_name}/{self.card.main_metric}", float("nan"))
         results["val_score"] = main
         self.last_scores = dict(results)
         self.log_dict({k: v for k, v in results.items() if k != "val_score"})

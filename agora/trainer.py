@@ -38,6 +38,8 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[str, Path] = field(default_factory=dict)
     best_checkpoint: Path | None = None
+    eval: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The best checkpoint's gathered outputs per evaluated split (``idx``, ``logits``, ``labels``)."""
 
 
 class AgoraTrainer:
@@ -57,6 +59,12 @@ class AgoraTrainer:
         return cls(validate_recipe(data, source="<dict>"))
 
     def fit(self) -> RunResult:
+        """One fit, or with a ``search:`` section Agora's rounds over Θ (:func:`agora.search.run_search`,
+        which returns a :class:`agora.search.SearchResult` for the best student of all rounds)."""
+        if self.cfg.search is not None:
+            from agora.search import run_search
+
+            return run_search(self.cfg, source=self.source)
         return run_fit(self.cfg, source=self.source)
 
 
@@ -70,7 +78,10 @@ def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger) -> d
     return kwargs
 
 
-def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
+def run_fit(cfg: RunConfig, source: str | None = None, trial=None) -> RunResult:
+    """One fit. ``trial`` (an :class:`agora.datamodule.TrialInputs`): a fit of Agora's rounds: E is
+    carved with its seed (Agora on or off), D's additions are appended, and the best epoch is the
+    one with the best E_sel score (dev with ``agora.eval_on: dev``)."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -87,9 +98,11 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Everything that can fail on bad input fails here, before any training.
     tokenizer, pair_format = load_tokenizer(cfg.model)
-    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
+    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict, trial=trial)
     model = build_model(cfg.model, card, cfg.seed)
     module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names)
+    if trial is not None and cfg.agora.eval_on != "dev":
+        module.select_name = "e_sel"
 
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
     header = f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
@@ -136,7 +149,7 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
             export(module.model, tokenizer, card, pair_format, cfg, best_dir)
         rundir.write_metrics(run_dir, {
             "task": card.name,
-            "main_metric": f"{card.select_split}/{card.main_metric}",
+            "main_metric": f"{module.select_name}/{card.main_metric}",
             "main_score": main_score,
             "final": scores,
             "epochs": module.history,
@@ -148,7 +161,8 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
     os.environ.pop("AGORA_RUN_DIR", None)
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
-                     history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
+                     history=module.history, predictions=predictions, best_checkpoint=best_ckpt,
+                     eval=dict(module.last_eval))
 
 
 def resume_path(resume_from: str | None, run_dir: Path) -> str | None:

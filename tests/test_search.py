@@ -1,0 +1,258 @@
+"""Agora's rounds without training: Θ, pruning, replay, stopping, budget and bad input.
+
+The rounds run on a fake runner (scores from a table) and a fake expander, so every decision
+is checked exactly and fast; the real fits are in tests/test_search_e2e.py.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from agora.config import validate_recipe
+from agora.errors import RecipeError
+from agora.search.loop import new_state, plan, run_rounds
+from agora.search.runner import Trial, TrialResult, diverged
+from agora.search.space import common_prefix, max_fits, prune, thetas
+
+GRID = {"optim.lr": [1e-4, 1e-5], "seed": [0, 1]}
+
+
+def _cfg(search=None, agora=None, **extra):
+    recipe = {"task": "rte", "trainer": {"max_epochs": 2}, "search": {"space": GRID, **(search or {})}, **extra}
+    if agora:
+        recipe["agora"] = agora
+    return validate_recipe(recipe)
+
+
+# ------------------------------------------------------------------ pruning (hand-made Θ)
+
+def test_prune_removes_worst_and_its_longest_prefix_kin():
+    theta = [("a", 1, 0), ("a", 1, 1), ("a", 2, 0), ("b", 1, 0), ("b", 1, 1)]
+    p = prune(theta, [0.9, 0.8, 0.7, 0.3, 0.6], min_fraction=0.0)
+    assert p.removed == [3, 4] and p.rule == "prefix"  # ("b", 1, 1) shares ("b", 1) with the worst
+    assert p.reasons[3] == "worst score" and "first 2 value(s)" in p.reasons[4]
+    # the longest prefix wins over shorter ones: only ("a", 1, 1) shares 2 values with ("a", 1, 0)
+    p = prune(theta, [0.1, 0.8, 0.7, 0.9, 0.6], min_fraction=0.0)
+    assert p.removed == [0, 1]
+
+
+def test_prune_without_kin_removes_only_the_worst_and_safeguard_tops_up():
+    theta = [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)]
+    scores = [0.5, 0.4, 0.9, 0.1, 0.8, 0.7, 0.6, 0.3]
+    assert prune(theta, scores, 0.0).removed == [3]  # prefix 0 is no kinship
+    p = prune(theta, scores, 0.25)  # at least 2 of 8: the next worst (0.3) goes too
+    assert p.removed == [3, 7] and p.rule == "prefix+safeguard"
+    assert p.reasons[7].startswith("safeguard")
+    assert prune(theta, scores, 0.5).removed == [0, 1, 3, 7]
+
+
+def test_prune_failed_fits_and_ties():
+    theta = [(1, 0), (1, 1), (2, 0), (2, 1)]
+    p = prune(theta, [0.6, None, 0.2, 0.7], 0.25)
+    assert p.removed == [1] and p.rule == "failed" and p.reasons[1] == "failed fit"
+    # equal scores: the later θ in Θ's order is the worse
+    assert prune([(1,), (2,), (3,)], [0.5, 0.5, 0.9], 0.0).removed == [1]
+    assert common_prefix((1, 2, 3), (1, 2, 4)) == 2 and prune([], [], 0.25).removed == []
+
+
+def test_thetas_grid_list_and_budget_sample():
+    cfg = _cfg()
+    names, theta, size = thetas(cfg.search)
+    assert names == ["optim.lr", "seed"] and size == 4
+    assert theta == [(1e-4, 0), (1e-4, 1), (1e-5, 0), (1e-5, 1)]
+    cfg = _cfg({"space": {}, "trials": [{"seed": 3, "optim.lr": 1e-3}, {"optim.lr": 2e-3, "seed": 4}]})
+    assert thetas(cfg.search)[:2] == (["seed", "optim.lr"], [(3, 1e-3), (4, 2e-3)])
+    big = _cfg({"space": {"seed": list(range(10)), "optim.lr": [1e-4, 1e-5]}, "budget": {"max_thetas": 5}})
+    names, theta, size = thetas(big.search, seed=0)
+    assert size == 20 and len(theta) == 5 and theta == sorted(theta)  # sample kept in grid order
+    assert thetas(big.search, seed=0)[1] == theta
+
+
+def test_max_fits_counts_replays_and_least_pruning():
+    assert max_fits(4, 0.25, 0) == 4 + 3 + 2 + 1
+    assert max_fits(4, 0.5, 1) == 2 * 4 + 2 * 2 + 2 * 1
+    assert max_fits(4, 0.25, 2, max_rounds=2) == 8
+
+
+# ------------------------------------------------------------------ the rounds on a fake runner
+
+class FakeRunner:
+    """Scores from ``table[(θ values..., seed)]``; records every trial."""
+
+    def __init__(self, table, mistakes=(1, 2), fail=()):
+        self.table, self.mistakes, self.fail, self.trials = table, list(mistakes), set(fail), []
+
+    def run(self, trial: Trial) -> TrialResult:
+        self.trials.append(trial)
+        key = (trial.recipe["optim"]["lr"], trial.recipe["seed"])
+        if key in self.fail:
+            return TrialResult(None, None, {}, [], 0, 1, failed="diverged: training loss nan at epoch 0")
+        score = self.table[key]
+        return TrialResult(score, score - 0.1, {"validation/accuracy": score - 0.1}, list(self.mistakes), 10, 2)
+
+
+class FakeExpander:
+    def __init__(self):
+        self.rows, self.calls = [], []
+
+    def grow(self, mistakes, key):
+        self.calls.append((list(mistakes), key))
+        self.rows += [{"inputs": [f"{key}-{m}"], "label": "entailment"} for m in mistakes]
+        return {"kept": len(mistakes), "teacher_calls": len(mistakes)}
+
+
+def _run(cfg, runner, expander=None):
+    p = plan(cfg, "test.yaml")
+    state = new_state(cfg, p)
+    saved = []
+
+    def make_trial(rnd, tid):
+        recipe = {**p.recipes[tid]}
+        recipe["seed"] = recipe["seed"] + rnd["seed_offset"]
+        name = f"r{rnd['round']}.{rnd['replay']}-t{tid}"
+        return Trial(name, recipe, Path("/nonexistent") / name, cfg.seed, None)
+
+    lines = []
+    run_rounds(cfg, p, state, runner, make_trial, expander, lambda st: saved.append(st["fits"]), lines.append)
+    return state, saved, lines
+
+
+TABLE = {(1e-4, 0): 0.70, (1e-4, 1): 0.60, (1e-5, 0): 0.50, (1e-5, 1): 0.65}
+
+
+def test_rounds_prune_until_theta_is_empty_and_keep_the_best():
+    runner, expander = FakeRunner(TABLE), FakeExpander()
+    state, saved, lines = _run(_cfg({"max_replays": 0}, agora={"enabled": True}, teacher={"path": "t"}), runner, expander)
+    r0, r1 = state["rounds"]
+    assert r0["best"] == 0 and r0["removed"] == {"2": "worst score", "3": "shares the first 1 value(s) with the worst θ"}
+    assert r1["thetas"] == [0, 1] and r1["improved"] is False and r1["decision"] == "prune"
+    assert state["stopped"] == "Θ is empty" and state["remaining"] == []
+    assert state["best"]["trial"] == "r0.0-t0" and state["best"]["score"] == 0.70
+    # D grows after round 0 only (no expansion after the last round)
+    assert expander.calls == [([1, 2], "round-0")] and state["d_rows"] == 2 and state["teacher_calls"] == 2
+    assert r0["d_rows_after"] == 2 and r1["d_rows"] == 2
+    # saved after every fit and every round; one progress line per fit
+    assert state["fits"] == 6 and saved[:5] == [1, 2, 3, 4, 4] and len(lines) == 6
+    assert "round 0, fit 1/4 (#1): lr=0.0001, seed=0 -> E_sel 70.00, dev 60.00 (best so far)" in lines[0]
+
+
+def test_replay_when_the_best_did_not_improve_with_fresh_seeds():
+    table = {**TABLE, (1e-4, 1000): 0.55, (1e-4, 1001): 0.75, (1e-4, 2000): 0.1, (1e-4, 2001): 0.1}
+    runner = FakeRunner(table)
+    state, _, _ = _run(_cfg({"max_replays": 2}), runner)
+    decisions = [(r["round"], r["replay"], r["decision"], r["improved"]) for r in state["rounds"]]
+    # round 1 (lr 1e-4, seeds 0, 1) ties 0.70: replay 1 with seeds +1000 improves (0.75), then it prunes
+    assert decisions == [(0, 0, "prune", True), (1, 0, "replay", False), (2, 1, "prune", True)]
+    assert [t.recipe["seed"] for t in runner.trials[-2:]] == [1000, 1001]
+    assert state["rounds"][1]["removed"] == {} and state["best"]["trial"] == "r2.1-t1"
+    assert state["stopped"] == "Θ is empty"
+
+
+def test_replays_are_capped_then_pruning_goes_on():
+    table = {**TABLE, **{(1e-4, s): 0.1 for s in (1000, 1001, 2000, 2001)}}
+    state, _, _ = _run(_cfg({"max_replays": 2}), FakeRunner(table))
+    assert [(r["replay"], r["decision"]) for r in state["rounds"]] == [(0, "prune"), (0, "replay"), (1, "replay"), (2, "prune")]
+    assert state["fits"] == 4 + 2 * 3
+
+
+def test_failed_fit_is_recorded_and_pruned_and_the_search_goes_on():
+    runner = FakeRunner(TABLE, fail={(1e-4, 1)})
+    state, _, lines = _run(_cfg({"max_replays": 0}), runner)
+    r0 = state["rounds"][0]
+    assert r0["fits"]["1"]["failed"].startswith("diverged") and r0["removed"]["1"] == "failed fit"
+    assert r0["rule"] == "failed" and any("FAILED (diverged" in line for line in lines)
+    assert state["rounds"][1]["thetas"] == [0, 2, 3]
+
+
+def test_stops_when_e_gen_has_no_mistakes_and_when_the_budget_is_spent():
+    state, _, _ = _run(_cfg(agora={"enabled": True}, teacher={"path": "t"}), FakeRunner(TABLE, mistakes=()), FakeExpander())
+    assert len(state["rounds"]) == 1 and state["stopped"].startswith("E_gen has no mistakes")
+    state, _, _ = _run(_cfg({"budget": {"max_fits": 6}, "min_prune_fraction": 0.0}), FakeRunner(TABLE))
+    assert state["fits"] == 6 and state["stopped"].startswith("budget spent")
+    state, _, _ = _run(_cfg({"budget": {"max_epochs": 8}}), FakeRunner(TABLE))  # 2 epochs per fit: 4 fits
+    assert state["fits"] == 4 and "max_epochs" in state["stopped"]
+    state, _, _ = _run(_cfg({"max_rounds": 1}), FakeRunner(TABLE))
+    assert state["fits"] == 4 and state["stopped"] == "max_rounds (1) reached"
+
+
+def test_resuming_a_state_skips_finished_fits():
+    cfg = _cfg({"max_replays": 0})
+    p = plan(cfg)
+    state = new_state(cfg, p)
+
+    class Crash(Exception):
+        pass
+
+    class Crashing(FakeRunner):
+        def run(self, trial):
+            if len(self.trials) == 5:
+                raise Crash
+            return super().run(trial)
+
+    def make_trial(rnd, tid):
+        return Trial(f"r{rnd['round']}.{rnd['replay']}-t{tid}", {**p.recipes[tid]}, Path("/x"), 0, None)
+
+    first = Crashing(TABLE)
+    with pytest.raises(Crash):
+        run_rounds(cfg, p, state, first, make_trial, None, lambda st: None, lambda line: None)
+    assert state["fits"] == 5
+    again = FakeRunner(TABLE)
+    run_rounds(cfg, p, state, again, make_trial, None, lambda st: None, lambda line: None)
+    assert [t.name for t in again.trials] == ["r1.0-t1"] and state["fits"] == 6
+    assert state == _run(cfg, FakeRunner(TABLE))[0]
+
+
+def test_diverged():
+    assert diverged([{"epoch": 0, "train_loss": 0.6}], 0.5) is None
+    assert "training loss nan at epoch 1" in diverged([{"epoch": 0, "train_loss": 0.6}, {"epoch": 1, "train_loss": float("nan")}], 0.5)
+    assert "selection score" in diverged([], float("nan"))
+
+
+# ------------------------------------------------------------------ the plan and bad input
+
+def test_plan_prints_the_cost_before_starting():
+    cfg = _cfg({"budget": {"max_fits": 20}, "max_replays": 1})
+    text = plan(cfg).text(cfg)
+    assert "Θ has 4 θs (optim.lr 2 x seed 2); order: optim.lr, seed" in text
+    assert "at most 20 fits of 2 epoch(s) each (round 0: 4 fits" in text and "Agora off" in text
+
+
+@pytest.mark.parametrize("search, match", [
+    ({"space": {"optim.learning_rate": [1e-4]}}, r"search\.space\.optim\.learning_rate: unknown key 'optim\.learning_rate'"),
+    ({"space": {"optim.lr": []}}, r"search\.space\.optim\.lr: give a non-empty list"),
+    ({"space": {"optim": [1]}}, r"'optim' is a section"),
+    ({"space": {"output.dir": ["x"]}}, r"'output' cannot be searched"),
+    ({"space": {}}, r"search needs a space"),
+    ({"trials": [{"seed": 1}, {"optim.lr": 1e-4}]}, r"search\.trials\[1\] has keys"),
+])
+def test_bad_space_fails_naming_the_file_and_key(tmp_path, search, match):
+    from agora.config import load_recipe
+
+    path = tmp_path / "bad.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"task": "rte", "search": {"space": {}, **search}}))
+    with pytest.raises(RecipeError, match=match) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value)
+
+
+def test_bad_values_and_budgets_fail_before_any_fit():
+    with pytest.raises(RecipeError, match=r"(?s)search θ lr=-1.*optim\.lr.*greater than 0.*fix the value in search\.space"):
+        plan(_cfg({"space": {"optim.lr": [1e-4, -1]}}), "x.yaml")
+    with pytest.raises(RecipeError, match=r"x\.yaml: search\.budget\.max_epochs 1 is smaller than one fit \(2 epochs"):
+        plan(_cfg({"budget": {"max_epochs": 1}}), "x.yaml")
+    with pytest.raises(RecipeError, match=r"the budget \(3 fits\) is smaller than round 0 \(4 θs"):
+        plan(_cfg({"budget": {"max_fits": 3}}), "x.yaml")
+    with pytest.raises(RecipeError, match="teacher.path"):
+        plan(_cfg(agora={"enabled": True, "alpha": 0, "expand_every_n_epochs": 0}), "x.yaml")
+
+
+def test_e_larger_than_train_fails_before_any_fit(data_dir, tmp_path):
+    from agora.search import run_search
+
+    cfg = _cfg(agora={"e_size": 200}, data={"dir": str(data_dir), "max_train_samples": 64},
+               output={"dir": str(tmp_path / "run")})
+    with pytest.raises(RecipeError, match=r"agora\.e_size 200 is not smaller than the training set \(64 rows"):
+        run_search(cfg, "x.yaml", progress=lambda line: None)
+    assert not (tmp_path / "run" / "trials").exists()
