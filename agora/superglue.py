@@ -13,7 +13,8 @@ Inputs (our choices where the SuperGLUE paper leaves them open):
   sentence marked ``*like this*`` from the given offsets. (The original BORT code dropped the
   word; here the model sees the word and where it occurs.)
 - WSC: the text with span 1 (the noun phrase) marked ``*...*`` and span 2 (the pronoun) marked
-  ``#...#`` at their word indices, and as segment B ``"<span 2> refers to <span 1>"``.
+  ``#...#`` at their word indices (the nearest occurrence where an index is off), and as segment B
+  ``"<span 2> refers to <span 1>"``.
 - COPA: multiple choice over the two alternatives; the context is the premise and each option
   is the question turned into its connective, ``"because ..."`` (cause) or ``"so ..."``
   (effect), followed by the alternative with its first letter lower-cased (not for "I").
@@ -194,6 +195,30 @@ register_reader("wic", extra_features=PAIR, hub=_hub_reader(_wic_record, wic_row
 # -- WSC --------------------------------------------------------------------------------------------
 
 
+def _bare(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+def locate_span(words: list[str], index: int, span_text: str) -> int:
+    """``index`` when the span's first word is there, else the nearest word index where it is.
+
+    A few official WSC records point one word off (val idx 42 marks ``use`` for ``it``); possessives
+    (``Emma's`` for ``Emma``) count as there. Our choice: trust the text over the index.
+    """
+    first = _bare(span_text.split()[0]) if span_text.split() else ""
+
+    def there(i: int) -> bool:
+        return 0 <= i < len(words) and _bare(words[i]).startswith(first)
+
+    if not first or there(index):
+        return index
+    for distance in range(1, len(words)):
+        for i in (index - distance, index + distance):
+            if there(i):
+                return i
+    return index
+
+
 def mark_words(text: str, spans: list[tuple[int, str, str]], where: str) -> str:
     """Wrap each span (word index, span text, marker) of the whitespace-split text in its marker."""
     words = text.split()
@@ -201,6 +226,7 @@ def mark_words(text: str, spans: list[tuple[int, str, str]], where: str) -> str:
         n = max(1, len(span_text.split()))
         if not 0 <= index <= len(words) - n:
             raise DataError(f"{where}: span '{span_text}' at word {index} falls outside the text ({len(words)} words)")
+        index = min(locate_span(words, index, span_text), len(words) - n)
         words[index] = marker + words[index]
         words[index + n - 1] = words[index + n - 1] + marker
     return " ".join(words)

@@ -101,6 +101,8 @@ def test_inputs_are_built_as_documented(data_dir, tmp_path):
 
     wsc = _fewglue(data_dir, "wsc", tmp_path)[0]
     assert "*Tina*" in wsc["text_a"] and "#it#" in wsc["text_a"] and wsc["text_b"] == "it refers to Tina"
+    off = load_split(load_task("wsc"), "validation", data_dir, "local", tmp_path).filter(lambda r: r["idx"] == 42)[0]
+    assert "to use #it# ," in off["text_a"] and "*safe*" in off["text_a"]  # its span2_index points at "use"
 
     copa = load_split(load_task("copa"), "validation", data_dir, "local", tmp_path)
     assert copa[0]["text_a"] == "The man turned on the faucet."
