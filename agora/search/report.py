@@ -37,6 +37,14 @@ def write_report(run_dir: Path, state: dict, summary: dict, plan_text: str) -> P
         f"teacher forward passes: {state['teacher_calls']}",
         "",
     ]
+    lines += ["## Rounds", "", "| round | replay | θs trained | best E_sel | its dev | generated rows in D | decision | Θ left |",
+              "|---|---|---|---|---|---|---|---|"]
+    for rnd in state["rounds"]:
+        best_fit = rnd["fits"].get(str(rnd.get("best")), {})
+        lines.append(f"| {rnd['round']} | {rnd['replay']} | {len(rnd['fits'])} | {_pct(rnd.get('best_score'))} | "
+                     f"{_pct(best_fit.get('dev_score'))} | {rnd['d_rows']} | {rnd.get('decision', 'running')} | "
+                     f"{len(rnd['remaining']) if 'remaining' in rnd else '-'} |")
+    lines.append("")
     for rnd in state["rounds"]:
         title = f"## Round {rnd['round']}" + (f" (replay {rnd['replay']}, seeds +{rnd['seed_offset']})" if rnd["replay"] else "")
         lines += [title, "", f"| θ | {' | '.join(names)} | E_sel | dev | E_gen mistakes | outcome |",
@@ -57,8 +65,11 @@ def write_report(run_dir: Path, state: dict, summary: dict, plan_text: str) -> P
                          f"{len(fit['mistakes'])}/{fit['e_gen_rows']} | {outcome} |")
         lines.append("")
         if rnd.get("done"):
-            improved = "improved" if rnd["improved"] else "did not improve"
-            lines.append(f"Best {_pct(rnd['best_score'])} ({improved} on {_pct(rnd['best_before'])}); "
+            if rnd["best_before"] is None:
+                improved = "the first scores"
+            else:
+                improved = f"{'improved' if rnd['improved'] else 'did not improve'} on {_pct(rnd['best_before'])}"
+            lines.append(f"Best {_pct(rnd['best_score'])} ({improved}); "
                          f"decision: {rnd['decision']} (rule: {rnd['rule']}); Θ left: {len(rnd['remaining'])}.")
             added = rnd.get("added")
             if added:
@@ -82,6 +93,7 @@ def write_plots(out_dir: Path, state: dict) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rounds = [r for r in state["rounds"] if r["fits"]]
@@ -97,11 +109,12 @@ def write_plots(out_dir: Path, state: dict) -> list[Path]:
     ax.plot(xs, best, "o-", color="C0", label="round best", zorder=3)
     dev = [next((f["dev_score"] * 100 for f in r["fits"].values() if f["theta"] == r.get("best")
                  and f["dev_score"] is not None), float("nan")) for r in rounds]
-    ax.plot(xs, dev, "s--", color="C1", label="round best on dev", zorder=3)
+    ax.plot(xs, dev, "s--", color="C1", label="dev score of the round best", zorder=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("score x100")
     ax.set_title("E_sel score per round (grey: every θ)")
-    ax.legend()
+    ax.legend(loc="best")
     fig.tight_layout()
     scores = out_dir / "scores.png"
     fig.savefig(scores, dpi=80)
@@ -110,13 +123,15 @@ def write_plots(out_dir: Path, state: dict) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [len(r["thetas"]) for r in rounds], "o-", label="|Θ| trained")
     ax.set_xlabel("round")
-    ax.set_ylabel("|Θ|")
+    ax.set_ylabel("|Θ| trained")
     ax2 = ax.twinx()
     ax2.plot(xs, [r["d_rows"] for r in rounds], "s--", color="C1", label="generated rows in D")
     ax2.set_ylabel("generated rows in D")
+    for axis in (ax.xaxis, ax.yaxis, ax2.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Θ and D per round")
-    fig.legend(loc="upper right")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(loc="lower center", ncol=2)
     sizes = out_dir / "sizes.png"
     fig.savefig(sizes, dpi=80)
     plt.close(fig)

@@ -1,0 +1,142 @@
+"""Agora's rounds end to end: the real CLI runs a search (tiny student, tiny teacher, real RTE rows,
+4 θs, 2 rounds), then the report, plots, export and resume are checked."""
+
+import json
+
+import pytest
+
+from conftest import run_cli, tiny_recipe
+
+SPACE = {"optim.lr": [3e-3, 1e-4], "seed": [0, 1]}
+
+
+def _recipe(tiny_bort, tiny_teacher, data_dir, out, agora=True):
+    return tiny_recipe(
+        tiny_bort, data_dir, out,
+        data={"max_train_samples": 64, "max_eval_samples": 32, "max_predict_samples": 16},
+        trainer={"max_epochs": 1, "num_sanity_val_steps": 0},
+        agora={"enabled": agora, "expand_every_n_epochs": 0, "variants_per_mistake": 2, "alpha": 0.5},
+        teacher={"path": str(tiny_teacher), "cache_dir": str(out.parent / f"teacher-cache-{out.name}")},
+        search={"space": SPACE, "max_rounds": 2, "max_replays": 0, "min_prune_fraction": 0.25,
+                "budget": {"max_fits": 8}},
+    )
+
+
+def _state(run) -> dict:
+    return json.loads((run / "search" / "state.json").read_text())
+
+
+def _fits(state) -> list[tuple]:
+    return [(f["trial"], f["seed"], f["score"], f["dev_score"], f["mistakes"])
+            for r in state["rounds"] for f in r["fits"].values()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here and in the CLI's process: on 2 shared cores, 2 spinning OpenMP threads
+    make a tiny model's step ~80x slower (measured: 1.67 s vs 0.02 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def searched(one_thread, tmp_path_factory, tiny_bort, tiny_teacher, data_dir):
+    tmp = tmp_path_factory.mktemp("search")
+    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp / "run")
+    proc = run_cli(recipe, tmp, "search", data_dir)
+    return recipe, tmp / "run", proc.stdout
+
+
+def test_cli_search_runs_two_rounds_and_reports(searched):
+    recipe, run, stdout = searched
+    state = _state(run)
+    r0, r1 = state["rounds"]
+    assert len(r0["fits"]) == 4 and r0["decision"] == "prune" and r0["removed"]
+    assert r1["thetas"] == r0["remaining"] and len(r1["fits"]) == len(r0["remaining"])
+    assert state["stopped"] in ("Θ is empty", "max_rounds (2) reached") and state["fits"] == 4 + len(r1["fits"])
+    # D grew once, between the rounds, from the round-0 best's mistakes on E_gen; the teacher labelled it
+    added = [json.loads(line) for line in (run / "search" / "added.jsonl").read_text().splitlines()]
+    best0 = r0["fits"][str(r0["best"])]
+    assert len(added) == state["d_rows"] == r0["added"]["kept"] > 0 and r1["d_rows"] == len(added)
+    assert {a["source_idx"] for a in added} <= set(best0["mistakes"])
+    assert all(a["label"] in ("entailment", "not_entailment") for a in added)
+    assert state["teacher_calls"] == r0["added"]["teacher_calls"] > 0
+    # round-1 fits trained on D plus the additions: the callback scored them through the cache
+    trial1 = run / "trials" / r1["fits"][str(r1["thetas"][0])]["trial"]
+    teacher = json.loads((trial1 / "metrics.json").read_text())["agora"]["teacher"]
+    assert teacher["train_rows_scored"] == 64 - 12 + len(added)
+    # the CLI: the plan first, one progress line per fit, the summary at the end
+    assert "search: Θ has 4 θs (optim.lr 2 x seed 2); order: optim.lr, seed" in stdout
+    assert stdout.count("[search] round ") == state["fits"]
+    assert "search: final scores" in stdout and "validation/accuracy" in stdout
+
+
+def test_search_run_dir_holds_the_best_student_report_and_plots(searched):
+    from transformers import AutoModelForSequenceClassification
+
+    recipe, run, _ = searched
+    state = _state(run)
+    best = state["best"]
+    all_scores = [f["score"] for r in state["rounds"] for f in r["fits"].values()]
+    assert best["score"] == max(all_scores)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "rte" and metrics["main_metric"] == "validation/accuracy"
+    assert metrics["main_score"] == best["dev_score"] and metrics["search"]["best"]["trial"] == best["trial"]
+    AutoModelForSequenceClassification.from_pretrained(run / "best")
+    assert {"validation", "e_sel", "e_gen", "test"} <= {p.stem for p in (run / "predictions").glob("*.jsonl")}
+    # only the best trial keeps its export; no trial keeps checkpoints
+    assert [p.parent.name for p in (run / "trials").glob("*/best")] == [best["trial"]]
+    assert not list((run / "trials").glob("*/checkpoints"))
+    report = (run / "report.md").read_text()
+    assert "## Round 0" in report and "## Round 1" in report
+    assert f"official dev score (validation/accuracy): {best['dev_score'] * 100:.2f}" in report
+    assert "pruned: worst score" in report and "D grew by" in report and "teacher forward passes" in report
+    assert report.count("| 0.003 |") + report.count("| 0.0001 |") == state["fits"]
+    for name in ("scores.png", "sizes.png"):
+        png = (run / "plots" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+        assert f"plots/{name}" in report
+
+
+def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, tiny_bort, tiny_teacher, data_dir):
+    from agora.config import validate_recipe
+    from agora.search import LocalRunner, run_search
+
+    recipe, reference, _ = searched
+    recipe = {**recipe, "output": {"dir": str(tmp_path / "run")}}
+    recipe["teacher"] = {**recipe["teacher"], "cache_dir": str(tmp_path / "teacher-cache")}
+
+    class Killed(Exception):
+        pass
+
+    class KilledAfter(LocalRunner):
+        """Dies in the middle of round 1's second fit (after 5 finished fits)."""
+
+        def __init__(self, n):
+            self.n, self.done = n, 0
+
+        def run(self, trial):
+            if self.done == self.n:
+                (trial.run_dir / "partial").mkdir(parents=True)
+                raise Killed
+            self.done += 1
+            return super().run(trial)
+
+    cfg = validate_recipe(recipe)
+    with pytest.raises(Killed):
+        run_search(cfg, "resume.yaml", runner=KilledAfter(5), progress=lambda line: None)
+    assert _state(tmp_path / "run")["fits"] == 5
+    lines = []
+    result = run_search(validate_recipe(recipe), "resume.yaml", progress=lines.append)
+    assert "[search] resuming" in lines[1] and sum("[search] round " in line for line in lines) == 1
+    resumed, uninterrupted = _state(tmp_path / "run"), _state(reference)
+    assert _fits(resumed) == _fits(uninterrupted)
+    assert resumed["best"]["trial"] == uninterrupted["best"]["trial"] and resumed["d_rows"] == uninterrupted["d_rows"]
+    assert (tmp_path / "run" / "search" / "added.jsonl").read_text() == (reference / "search" / "added.jsonl").read_text()
+    assert result.main_score == uninterrupted["best"]["dev_score"]
