@@ -169,14 +169,10 @@ BAD = [
 ]
 
 
-def _first_line(task: str) -> dict:
-    return {"cb": CB_OK, "multirc": MULTIRC_OK}.get(task) or None
-
-
 @pytest.mark.parametrize("task,record,message", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_records_name_the_file_and_the_record(tmp_path, task, record, message):
     path = tmp_path / "train.jsonl"
-    first = _first_line(task)
+    first = {"cb": CB_OK, "multirc": MULTIRC_OK}.get(task)
     lines = [json.dumps(first) if first else "", json.dumps(record)]  # line 1: fine (or blank), line 2: bad
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=message) as err:
