@@ -181,6 +181,18 @@ class SearchConfig(_Section):
         return self
 
 
+class TrialConfig(_Section):
+    """Written by the search (:mod:`agora.search`) into the recipe of each of its fits, so a fit
+    reruns alone from its ``config.yaml``; leave it out of recipes of your own."""
+
+    e_seed: int
+    """E is carved from train with this seed, the same for every θ, Agora on or off (the plain
+    baseline is ranked on the same E_sel); the fit keeps its best epoch by E_sel (dev with
+    ``agora.eval_on: dev``)."""
+    extra_rows: str | None = None
+    """JSONL of rows (``idx``, ``inputs``, ``label``) appended to D after E is carved: D's additions."""
+
+
 class RunConfig(_Section):
     task: str
     """Task card name (``rte``) or path to a task card YAML."""
@@ -195,6 +207,7 @@ class RunConfig(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     search: SearchConfig | None = None
     """Agora's rounds over a hyperparameter space Θ; absent: a single fit."""
+    trial: TrialConfig | None = None
 
     @field_validator("trainer")
     @classmethod
@@ -223,6 +236,8 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _search_keys(self) -> "RunConfig":
+        if self.search is not None and self.trial is not None:
+            raise ValueError("a recipe has either search: (Agora's rounds) or trial: (one fit of them), not both")
         if self.search is not None:
             from agora.search.space import check_keys
 

@@ -9,7 +9,6 @@ themselves, so every rank gets the same number of training batches.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -57,17 +56,6 @@ def rows_of(card: TaskCard, idx, inputs, labels) -> dict[str, list]:
             rows["text_b"] = [seg[1] for seg in inputs]
     rows["label"] = [float(x) if card.format == "regression" else int(x) for x in labels]
     return rows
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialInputs:
-    """What Agora's rounds (:mod:`agora.search`) give one fit beyond its recipe."""
-
-    e_seed: int
-    """E is carved from train with this seed, the same for every θ, Agora on or off (the plain
-    baseline is ranked on the same E_sel)."""
-    extra_rows: str | None = None
-    """JSONL of rows appended to D after E is carved (see :meth:`TaskDataModule.append_train_rows`)."""
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -194,9 +182,9 @@ class TaskDataModule(L.LightningDataModule):
         self.epoch_size: int | None = None
 
     # -- loading -------------------------------------------------------------------------
-    def load(self, predict: bool = True, trial: "TrialInputs | None" = None) -> "TaskDataModule":
-        """Parse and tokenize every split now (errors surface before any training). ``trial``: a fit
-        of Agora's rounds (E carved even with Agora off, D's additions appended)."""
+    def load(self, predict: bool = True) -> "TaskDataModule":
+        """Parse and tokenize every split now (errors surface before any training). In a fit of
+        Agora's rounds (``cfg.trial``) E is carved even with Agora off and D's additions are appended."""
         dcfg = self.cfg.data
         root, cache = data_dir(dcfg.dir), cache_dir(dcfg.cache_dir)
         wanted: list[tuple[str, TaskCard, str, int | None]] = []
@@ -217,6 +205,7 @@ class TaskDataModule(L.LightningDataModule):
             self.tokenized[key] = self._tokenize(ds, card)
             if key not in self.eval_names and key != self.card.train_split:
                 self.predict_names.append(key)
+        trial = self.cfg.trial
         if (self.cfg.agora.enabled or trial is not None) and self.card.train_split:
             self.split_eval_set(seed=None if trial is None else trial.e_seed,
                                 with_e_gen=trial is not None and self.cfg.agora.enabled)

@@ -38,8 +38,6 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[str, Path] = field(default_factory=dict)
     best_checkpoint: Path | None = None
-    eval: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The best checkpoint's gathered outputs per evaluated split (``idx``, ``logits``, ``labels``)."""
 
 
 class AgoraTrainer:
@@ -78,10 +76,10 @@ def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger) -> d
     return kwargs
 
 
-def run_fit(cfg: RunConfig, source: str | None = None, trial=None) -> RunResult:
-    """One fit. ``trial`` (an :class:`agora.datamodule.TrialInputs`): a fit of Agora's rounds: E is
-    carved with its seed (Agora on or off), D's additions are appended, and the best epoch is the
-    one with the best E_sel score (dev with ``agora.eval_on: dev``)."""
+def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
+    """One fit. With ``cfg.trial`` (a fit of Agora's rounds): E is carved with its seed (Agora on or
+    off), D's additions are appended, and the best epoch is the one with the best E_sel score (dev
+    with ``agora.eval_on: dev``)."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -98,10 +96,10 @@ def run_fit(cfg: RunConfig, source: str | None = None, trial=None) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Everything that can fail on bad input fails here, before any training.
     tokenizer, pair_format = load_tokenizer(cfg.model)
-    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict, trial=trial)
+    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
     model = build_model(cfg.model, card, cfg.seed)
     module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names)
-    if trial is not None and cfg.agora.eval_on != "dev":
+    if cfg.trial is not None and cfg.agora.eval_on != "dev":
         module.select_name = "e_sel"
 
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
@@ -161,8 +159,7 @@ def run_fit(cfg: RunConfig, source: str | None = None, trial=None) -> RunResult:
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
     os.environ.pop("AGORA_RUN_DIR", None)
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
-                     history=module.history, predictions=predictions, best_checkpoint=best_ckpt,
-                     eval=dict(module.last_eval))
+                     history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
 
 
 def resume_path(resume_from: str | None, run_dir: Path) -> str | None:

@@ -110,7 +110,7 @@ def _run(cfg, runner, expander=None):
         recipe = {**p.recipes[tid]}
         recipe["seed"] = recipe["seed"] + rnd["seed_offset"]
         name = f"r{rnd['round']}.{rnd['replay']}-t{tid}"
-        return Trial(name, recipe, Path("/nonexistent") / name, cfg.seed, None)
+        return Trial(name, recipe, Path("/nonexistent") / name)
 
     lines = []
     run_rounds(cfg, p, state, runner, make_trial, expander, lambda st: saved.append(st["fits"]), lines.append)
@@ -190,7 +190,7 @@ def test_resuming_a_state_skips_finished_fits():
             return super().run(trial)
 
     def make_trial(rnd, tid):
-        return Trial(f"r{rnd['round']}.{rnd['replay']}-t{tid}", {**p.recipes[tid]}, Path("/x"), 0, None)
+        return Trial(f"r{rnd['round']}.{rnd['replay']}-t{tid}", {**p.recipes[tid]}, Path("/x"))
 
     first = Crashing(TABLE)
     with pytest.raises(Crash):

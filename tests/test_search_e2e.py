@@ -2,8 +2,10 @@
 4 θs, 2 rounds), then the report, plots, export and resume are checked."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import run_cli, tiny_recipe
 
@@ -71,6 +73,10 @@ def test_cli_search_runs_two_rounds_and_reports(searched):
     trial1 = run / "trials" / r1["fits"][str(r1["thetas"][0])]["trial"]
     teacher = json.loads((trial1 / "metrics.json").read_text())["agora"]["teacher"]
     assert teacher["train_rows_scored"] == 64 - 12 + len(added)
+    # a fit's recipe is complete (E's seed, D's additions as that round saw them): it reruns alone
+    fit_recipe = yaml.safe_load((trial1 / "recipe.yaml").read_text())
+    assert fit_recipe["trial"]["e_seed"] == 0 and "search" not in fit_recipe
+    assert len(Path(fit_recipe["trial"]["extra_rows"]).read_text().splitlines()) == len(added)
     # the CLI: the plan first, one progress line per fit, the summary at the end
     assert "search: Θ has 4 θs (optim.lr 2 x seed 2); order: optim.lr, seed" in stdout
     assert stdout.count("[search] round ") == state["fits"]

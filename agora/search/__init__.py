@@ -75,10 +75,11 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
         name = f"r{rnd['round']}.{rnd['replay']}-t{tid}"
         recipe["output"]["dir"] = str(run_dir / "trials" / name)
         extra = None
-        if expander is not None and state["d_rows"]:
+        if expander is not None and state["d_rows"]:  # D's additions as this round saw them (kept for reruns)
             extra = run_dir / "search" / f"added-{state['d_rows']}.jsonl"
             write_rows(extra, expander.rows[: state["d_rows"]])
-        return Trial(name=name, recipe=recipe, run_dir=run_dir / "trials" / name, e_seed=cfg.seed, extra_rows=extra)
+        recipe["trial"] = {"e_seed": cfg.seed, "extra_rows": str(extra.resolve()) if extra else None}
+        return Trial(name=name, recipe=recipe, run_dir=run_dir / "trials" / name)
 
     def keep_one_export(record: dict, st: dict) -> None:
         best = st["best"]

@@ -22,7 +22,8 @@ class TeacherExpander:
 
     def __init__(self, cfg: RunConfig, e_seed: int, rows: list[dict] | None = None):
         from agora.callback import build_teacher
-        from agora.datamodule import TaskDataModule, TrialInputs
+        from agora.config import validate_recipe
+        from agora.datamodule import TaskDataModule
         from agora.modeling import load_tokenizer
         from agora.paths import cache_dir
         from agora.tasks import load_task
@@ -30,7 +31,10 @@ class TeacherExpander:
         self.cfg, self.card = cfg, load_task(cfg.task)
         self.regression = self.card.format == "regression"
         tokenizer, _ = load_tokenizer(cfg.model)
-        self.dm = TaskDataModule(cfg, self.card, tokenizer).load(predict=False, trial=TrialInputs(e_seed=e_seed))
+        from agora.search.loop import trial_base
+
+        fit_cfg = validate_recipe({**trial_base(cfg), "trial": {"e_seed": e_seed}})
+        self.dm = TaskDataModule(fit_cfg, self.card, tokenizer).load(predict=False)
         self.teacher = build_teacher(cfg, self.card)
         self.teacher.attach_cache(cfg.teacher.cache_dir or cache_dir(cfg.data.cache_dir) / "teacher")
         if cfg.teacher.device != "auto":

@@ -94,7 +94,9 @@ def plan(cfg: RunConfig, source: str = "<recipe>") -> Plan:
             trial_cfg = validate_recipe(data, source=f"{source} (search θ {describe(names, theta)})")
         except RecipeError as err:
             raise RecipeError(f"{err}\n  fix the value in search.{'space' if s.space else 'trials'}") from None
-        recipes.append(trial_cfg.to_dict())
+        recipe = trial_cfg.to_dict()
+        recipe.pop("search")
+        recipes.append(recipe)
         epochs.append(int(trial_cfg.trainer.get("max_epochs") or 1))
     if cfg.agora.enabled and not cfg.teacher.path:
         raise RecipeError(f"{source}: a search with agora.enabled labels generated rows with a teacher: set "

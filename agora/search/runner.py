@@ -1,34 +1,37 @@
 """Where a search's fits run: a small interface, and the local backend.
 
 The rounds (:mod:`agora.search.loop`) hand a :class:`Trial` to a :class:`TrialRunner` and get a
-:class:`TrialResult` back; nothing else of the algorithm knows where fits run. :class:`LocalRunner`
-runs them one after the other in this process with :func:`agora.trainer.run_fit` (each fit may
-itself use Lightning DDP through the recipe's ``trainer:``). A cluster backend implements
-``run`` the same way (submit, wait, read the trial's run dir).
+:class:`TrialResult` back; nothing else of the algorithm knows where fits run. A trial is a
+complete recipe (θ applied, plus its ``trial:`` section: E's seed and D's additions), so it runs
+alone: ``agora-finetune <trial>/recipe.yaml``. Its result is read back from its run dir
+(:func:`read_result`), which is what a cluster backend does too (submit, wait, read).
+
+:class:`LocalRunner` runs fits one after the other on this machine: in this process, or, when the
+trial's ``trainer:`` asks for several devices with a DDP strategy, as ``python -m agora.cli`` in a
+child process, so that Lightning's launcher starts the ranks of that one fit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Protocol
-
-import numpy as np
 
 
 @dataclasses.dataclass
 class Trial:
-    """One fit of a search: the trial's recipe (θ applied) and what the rounds add to it."""
+    """One fit of a search: its complete recipe and its run dir (``recipe["output"]["dir"]``)."""
 
     name: str
     """``r<round>.<replay>-t<θ id>``, also the trial's run dir name."""
     recipe: dict[str, Any]
     run_dir: Path
-    e_seed: int
-    extra_rows: Path | None
 
 
 @dataclasses.dataclass
@@ -61,38 +64,64 @@ def diverged(history: list[dict], score: float | None) -> str | None:
     return None
 
 
+def uses_ddp(recipe: dict) -> bool:
+    trainer = recipe.get("trainer") or {}
+    strategy, devices = str(trainer.get("strategy", "auto")), trainer.get("devices", "auto")
+    return strategy.startswith("ddp") and devices not in (1, "1", [0]) or int(trainer.get("num_nodes", 1)) > 1
+
+
 class LocalRunner:
-    """Fits one after the other in this process; each fit's printed output goes to ``<trial>/fit.log``."""
+    """Fits one after the other on this machine; a fit's printed output goes to ``<trial>/fit.log``."""
 
     def run(self, trial: Trial) -> TrialResult:
+        import yaml
+
         from agora.config import validate_recipe
-        from agora.datamodule import TrialInputs
-        from agora.expand import find_mistakes
-        from agora.tasks import load_task
-        from agora.trainer import run_fit
 
         cfg = validate_recipe(trial.recipe, source=f"trial {trial.name}")
         if trial.run_dir.exists():  # a fit killed midway: start it again
             shutil.rmtree(trial.run_dir)
         trial.run_dir.mkdir(parents=True)
-        inputs = TrialInputs(e_seed=trial.e_seed, extra_rows=str(trial.extra_rows) if trial.extra_rows else None)
-        with open(trial.run_dir / "fit.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-            result = run_fit(cfg, source=trial.name, trial=inputs)
+        recipe_path = trial.run_dir / "recipe.yaml"
+        recipe_path.write_text(yaml.safe_dump(trial.recipe, sort_keys=False), encoding="utf-8")
+        with open(trial.run_dir / "fit.log", "w", encoding="utf-8") as log:
+            if uses_ddp(trial.recipe):
+                proc = subprocess.run([sys.executable, "-m", "agora.cli", str(recipe_path)], stdout=log,
+                                      stderr=subprocess.STDOUT)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"fit {trial.name} failed (exit {proc.returncode}); see {trial.run_dir}/fit.log")
+            else:
+                from agora.trainer import run_fit
+
+                with contextlib.redirect_stdout(log):
+                    run_fit(cfg, source=trial.name)
         shutil.rmtree(trial.run_dir / "checkpoints", ignore_errors=True)  # the export in best/ is kept
-        card = load_task(cfg.task)
-        select = card.select_split if cfg.agora.eval_on == "dev" else "e_sel"
-        score = result.scores.get(f"{select}/{card.main_metric}")
-        dev = result.scores.get(f"{card.select_split}/{card.main_metric}")
-        e_gen = result.eval.get("e_gen") or (result.eval.get(card.select_split) if cfg.agora.eval_on == "dev" else None)
-        mistakes: list[int] = []
-        if e_gen:
-            mask = find_mistakes(e_gen["logits"], e_gen["labels"], card.format == "regression")
-            mistakes = [int(i) for i in np.asarray(e_gen["idx"])[mask]]
-        failed = diverged(result.history, score)
-        return TrialResult(score=None if failed else float(score), dev_score=_finite(dev), scores=result.scores,
-                           mistakes=mistakes, e_gen_rows=len(e_gen["idx"]) if e_gen else 0,
-                           epochs=len(result.history), failed=failed,
-                           model_dir=str(result.best_model_dir) if result.best_model_dir else None)
+        return read_result(trial.run_dir, cfg)
+
+
+def read_result(run_dir: Path, cfg) -> TrialResult:
+    """A finished fit's result from its run dir: ``metrics.json`` (scores, per-epoch losses) and
+    ``predictions/e_gen.jsonl`` (the mistakes: predicted label != gold; ``|score - gold| > 0.5``
+    for regression, as :func:`agora.expand.find_mistakes`)."""
+    from agora.tasks import load_task
+
+    card = load_task(cfg.task)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    scores = metrics.get("final") or {}
+    select = card.select_split if cfg.agora.eval_on == "dev" else "e_sel"
+    score = scores.get(f"{select}/{card.main_metric}")
+    dev = scores.get(f"{card.select_split}/{card.main_metric}")
+    e_gen = run_dir / "predictions" / f"{select if cfg.agora.eval_on == 'dev' else 'e_gen'}.jsonl"
+    rows = [json.loads(line) for line in e_gen.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if cfg.agora.enabled and e_gen.is_file() else []
+    regression = card.format == "regression"
+    mistakes = [int(r["idx"]) for r in rows
+                if (abs(float(r["label"]) - float(r["gold"])) > 0.5 if regression else r["label"] != r["gold"])]
+    history = metrics.get("epochs") or []
+    failed = diverged(history, score)
+    return TrialResult(score=None if failed else float(score), dev_score=_finite(dev), scores=scores,
+                       mistakes=mistakes, e_gen_rows=len(rows), epochs=len(history), failed=failed,
+                       model_dir=metrics.get("best_model_dir"))
 
 
 def _finite(value) -> float | None:
