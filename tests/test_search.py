@@ -256,3 +256,33 @@ def test_e_larger_than_train_fails_before_any_fit(data_dir, tmp_path):
     with pytest.raises(RecipeError, match=r"agora\.e_size 200 is not smaller than the training set \(64 rows"):
         run_search(cfg, "x.yaml", progress=lambda line: None)
     assert not (tmp_path / "run" / "trials").exists()
+
+
+def test_shipped_bort_recipes_search_the_readme_grid_within_a_printed_budget():
+    from agora.config import load_recipe
+    from agora.paths import RECIPES_DIR
+
+    searched = []
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        cfg = load_recipe(path)
+        if cfg.search is None:
+            continue
+        searched.append(path.stem)
+        p = plan(cfg, str(path))
+        assert p.grid_size == 480 and p.names[0] == "optim.lr" and p.names[-1] == "seed"
+        assert len(p.thetas) == cfg.search.budget.max_thetas and p.fit_cap == cfg.search.budget.max_fits
+        assert f"at most {p.fit_cap} fits" in p.text(cfg)
+        assert load_recipe(path, {"search": None}).search is None  # --search null: one fit
+    assert {"rte", "mrpc", "cola", "sst2", "stsb", "mnli", "qnli", "qqp", "wnli"} <= set(searched)
+
+
+def test_report_marks_the_paper_faithful_variant(tmp_path):
+    from agora.search.report import write_report
+
+    state = {"names": ["seed"], "thetas": [[0]], "rounds": [], "best": None, "stopped": "Θ is empty",
+             "fits": 0, "epochs": 0, "d_rows": 0, "teacher_calls": 0}
+    summary = {"task": "rte", "eval_on": "dev", "selection": "validation/accuracy", "dev_metric": "validation/accuracy",
+               "dev_score": 0.6, "agora": True, "d_original": 100}
+    text = write_report(tmp_path, state, summary, "plan").read_text()
+    assert "E = the official dev set (`agora.eval_on: dev`, paper-faithful)" in text
+    assert "official dev score (validation/accuracy): 60.00" in text

@@ -146,3 +146,24 @@ def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, t
     assert resumed["best"]["trial"] == uninterrupted["best"]["trial"] and resumed["d_rows"] == uninterrupted["d_rows"]
     assert (tmp_path / "run" / "search" / "added.jsonl").read_text() == (reference / "search" / "added.jsonl").read_text()
     assert result.main_score == uninterrupted["best"]["dev_score"]
+
+
+def test_plain_baseline_is_the_same_search_with_agora_off(tmp_path, tiny_bort, tiny_teacher, data_dir):
+    """One switch (agora.enabled: false): the same Θ, E_sel and selection rule, nothing generated."""
+    from agora.config import validate_recipe
+    from agora.search import run_search
+
+    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
+    recipe["search"] = {**recipe["search"], "space": {}, "trials": [{"optim.lr": 3e-3, "seed": 0}, {"optim.lr": 1e-4, "seed": 0}],
+                        "max_rounds": 1}
+    recipe["output"]["predict"] = False
+    result = run_search(validate_recipe(recipe), "baseline.yaml", progress=lambda line: None)
+    state = _state(tmp_path / "run")
+    assert state["fits"] == 2 and state["d_rows"] == 0 and state["teacher_calls"] == 0
+    assert not (tmp_path / "run" / "search" / "added.jsonl").exists()
+    for fit in state["rounds"][0]["fits"].values():  # ranked on E_sel carved from train, as the Agora search
+        assert set(fit["scores"]) == {"validation/accuracy", "e_sel/accuracy"} and fit["mistakes"] == []
+        assert fit["score"] == fit["scores"]["e_sel/accuracy"]
+    assert result.selection_score == max(f["score"] for f in state["rounds"][0]["fits"].values())
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Agora: off (plain fine-tuning baseline: same Θ, E and selection rule)" in report
