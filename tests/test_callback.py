@@ -225,3 +225,51 @@ def test_callback_state_round_trips(tmp_path, data_dir, tiny_bort, tiny_teacher)
     assert b.gen_inputs == a.gen_inputs and b.gen_labels == a.gen_labels and b.digest() == a.digest()
     assert np.array_equal(b.gen_probs, a.gen_probs) and np.array_equal(b.weights, a.weights)
     assert b.epochs_done == [0] and b.history == [{"epoch": 0, "kept": 2}]
+
+
+def _save_teacher(path, roberta_tokenizer_dir, kind):
+    from transformers import AutoTokenizer, BertConfig, BertForMultipleChoice, BertForSequenceClassification
+
+    torch.manual_seed(2)
+    config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37, num_labels=1, initializer_range=0.2)
+    (BertForMultipleChoice if kind == "multiple_choice" else BertForSequenceClassification)(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("task,kind", [("stsb", "regression"), ("copa", "multiple_choice")])
+def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir):
+    teacher = _save_teacher(tmp_path / "teacher", roberta_tokenizer_dir, kind)
+    run = tmp_path / "run"
+    recipe = tiny_recipe(tiny_bort, data_dir, run, task=task,
+                         data={"max_train_samples": 64, "max_eval_samples": 32,
+                               # COPA's full train set is not in the data dir: train on its 100 dev rows
+                               "files": {"train": "superglue/COPA/val.jsonl"} if task == "copa" else {}},
+                         agora={**AGORA, "expand_from": "all", "variants_per_mistake": 2},
+                         teacher={"path": str(teacher), "cache_dir": str(tmp_path / "cache")},
+                         trainer={"max_epochs": 2}, output={"predict": False, "export": False})
+    _fit(recipe)
+    report, rows = _agora(run), _generated(run)
+    assert report["generated"] == len(rows) > 0 and report["teacher"]["train_rows_scored"] > 0
+    if kind == "regression":
+        assert all(isinstance(r["label"], float) and r["teacher_probs"] == [pytest.approx(r["label"], abs=1e-5)]
+                   for r in rows)
+        assert "label_balance" not in report["epochs"][0]
+    else:  # (premise, "", option 1, option 2): the premise is perturbed, the options kept
+        assert all(len(r["inputs"]) == 4 and r["inputs"][1] == "" and len(r["teacher_probs"]) == 2 for r in rows)
+        assert sum(report["epochs"][0]["label_balance"].values()) == report["epochs"][0]["kept"]
+
+
+def test_generated_rows_never_take_the_idx_of_a_row_of_d(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    """D may hold rows generated in an earlier round (idx >= GENERATED_IDX_BASE): new rows go after them."""
+    from agora.callback import GENERATED_IDX_BASE, AgoraCallback, generated_base
+    from agora.tasks import load_task
+
+    cb = AgoraCallback(validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher)), load_task("rte"))
+    assert generated_base(np.array([4, 0, 7])) == GENERATED_IDX_BASE
+    cb.d_idx = np.array([9, 2, GENERATED_IDX_BASE + 1, GENERATED_IDX_BASE])  # two rows of a previous round
+    cb.gen_base = generated_base(cb.d_idx)
+    assert cb.gen_base == GENERATED_IDX_BASE + 2
+    idx = np.array([GENERATED_IDX_BASE, 2, cb.gen_base + 1, GENERATED_IDX_BASE + 1, cb.gen_base, 9])
+    assert cb._positions(idx).tolist() == [3, 1, 5, 2, 4, 0]
