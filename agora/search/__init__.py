@@ -4,7 +4,10 @@
 <run>/config.yaml, metrics.json, best/, predictions/   the returned student, as a single run leaves them
 <run>/report.md, plots/*.png                            rounds, pruning, D's growth, the final dev score
 <run>/search/state.json, added.jsonl                    resume state and D's additions (atomic)
-<run>/trials/r<round>.<replay>-t<θ>/                    each fit's run dir (exports kept for the best only)
+<run>/search/added-<n>.jsonl                            D's additions as the fits of a round saw them
+<run>/trials/r<round>.<replay>-t<θ>/                    each fit's run dir: recipe.yaml (reruns the fit
+                                                        alone), fit.log, metrics, predictions; best/
+                                                        only for the best fit, no checkpoints
 ```
 
 Modules: :mod:`~agora.search.space` (Θ, pruning), :mod:`~agora.search.loop` (the rounds, the

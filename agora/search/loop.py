@@ -160,7 +160,7 @@ def run_rounds(cfg: RunConfig, p: Plan, state: dict, runner: TrialRunner, make_t
     """The loop over rounds on ``state`` (modified and saved after every fit and round).
 
     ``make_trial(round record, θ id)`` builds a fit; ``expander`` is None with Agora off;
-    ``on_fit(record, state)`` runs after each fit is recorded (the search keeps one export).
+    ``on_fit(record, state)`` runs after each fit is recorded and saved (the search keeps one export).
     """
     s = cfg.search
     while state["stopped"] is None:
@@ -184,9 +184,9 @@ def run_rounds(cfg: RunConfig, p: Plan, state: dict, runner: TrialRunner, make_t
             new_best = record["score"] is not None and (state["best"] is None or record["score"] > state["best"]["score"])
             if new_best:
                 state["best"] = {k: record[k] for k in ("trial", "theta", "round", "score", "dev_score", "model_dir")}
-            if on_fit is not None:
-                on_fit(record, state)
             save(state)
+            if on_fit is not None:  # after the save: a kill in between never loses the saved best's export
+                on_fit(record, state)
             progress(progress_line(p, state, rnd, record, new_best))
         close_round(cfg, p, state, rnd, expander)
         save(state)
