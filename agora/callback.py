@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -67,7 +68,7 @@ import torch.nn.functional as F
 
 from agora.config import RunConfig
 from agora.distill import validate_distill_settings
-from agora.expand import Expansion, expand, find_mistakes
+from agora.expand import AgoraWarning, Expansion, expand, find_mistakes
 from agora.generators import resolve_generator, stable_seed
 from agora.module import gather_objects, merge_by_idx
 from agora.reweight import example_weights, weight_stats
@@ -172,6 +173,10 @@ class AgoraCallback(L.Callback):
         if dm is None or not hasattr(dm, "add_generated") or "e_gen" not in dm.raw:
             raise RuntimeError("AgoraCallback needs a TaskDataModule loaded with agora.enabled (it carves E_gen/E_sel)")
         self.dm, self.rank = dm, trainer.global_rank
+        if trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) != 1:
+            warnings.warn("Agora acts at the end-of-epoch validation: with limit_val_batches=0 or "
+                          "check_val_every_n_epoch != 1 it skips the epochs that do not validate", AgoraWarning,
+                          stacklevel=2)
         trainer.reload_dataloaders_every_n_epochs = 1  # D grows between epochs: rebuild the (cheap) loaders
         self.d_idx, self.d_inputs, self.d_labels = dm.inputs(self.card.train_split)
         self.gen_base = generated_base(self.d_idx)
