@@ -12,6 +12,11 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value * 100:.2f}"
 
 
+def _mistakes(fit: dict) -> str:
+    """``mistakes/rows`` on E_gen, or ``-`` where E_gen was not evaluated (Agora off)."""
+    return f"{len(fit['mistakes'])}/{fit['e_gen_rows']}" if fit["e_gen_rows"] else "-"
+
+
 def write_report(run_dir: Path, state: dict, summary: dict, plan_text: str) -> Path:
     """Write ``report.md``, ``plots/scores.png`` and ``plots/sizes.png``; returns report.md's path."""
     from agora.rundir import atomic_write
@@ -62,7 +67,7 @@ def write_report(run_dir: Path, state: dict, summary: dict, plan_text: str) -> P
                 outcome = "kept" + (" (round best)" if rnd.get("best") == tid else "")
             values = " | ".join(str(v) for v in state["thetas"][tid])
             lines.append(f"| {tid} | {values} | {_pct(fit['score'])} | {_pct(fit['dev_score'])} | "
-                         f"{len(fit['mistakes'])}/{fit['e_gen_rows']} | {outcome} |")
+                         f"{_mistakes(fit)} | {outcome} |")
         lines.append("")
         if rnd.get("done"):
             if rnd["best_before"] is None:
