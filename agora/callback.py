@@ -99,16 +99,13 @@ def build_teacher(cfg: RunConfig, card: TaskCard):
                    max_length=tcfg.max_length, device="cpu", label_map=tcfg.label_map, lazy=True)
 
 
-def per_example_stats(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(loss, error)`` per row against the hard label: CE (squared error for regression) and 0/1."""
+def per_example_stats(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, error)`` per row against the hard label, fp32 on the logits' device: CE (squared
+    error for regression) and 0/1 (argmax != label; ``|prediction - label| > 0.5`` for regression)."""
     logits = logits.detach().float()
     if regression:
-        loss = (logits[:, 0] - labels.float()) ** 2
-    else:
-        loss = F.cross_entropy(logits, labels.long(), reduction="none")
-    loss = loss.cpu().numpy().astype(np.float64)
-    error = find_mistakes(logits.cpu().numpy(), labels.cpu().numpy(), regression).astype(np.float64)
-    return loss, error
+        return (logits[:, 0] - labels.float()) ** 2, ((logits[:, 0] - labels.float()).abs() > 0.5).float()
+    return F.cross_entropy(logits, labels.long(), reduction="none"), (logits.argmax(-1) != labels).float()
 
 
 class AgoraCallback(L.Callback):
@@ -162,7 +159,7 @@ class AgoraCallback(L.Callback):
         self.epochs_done: list[int] = []
         self.history: list[dict] = []
         self.teacher_summary: dict[str, Any] = {}
-        self._batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ setup
 
@@ -242,7 +239,7 @@ class AgoraCallback(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if isinstance(outputs, dict) and "logits" in outputs:
             loss, error = per_example_stats(outputs["logits"], batch["labels"], self.regression)
-            self._batches.append((batch["idx"].cpu().numpy(), loss, error))
+            self._batches.append((batch["idx"], loss, error))  # kept on the device until the epoch ends
 
     # ------------------------------------------------------------------ per epoch
 
@@ -274,9 +271,8 @@ class AgoraCallback(L.Callback):
     def _update_stats(self, record: dict) -> None:
         local = {}
         if self._batches:
-            local = {"idx": np.concatenate([b[0] for b in self._batches]),
-                     "loss": np.concatenate([b[1] for b in self._batches]),
-                     "error": np.concatenate([b[2] for b in self._batches])}
+            local = {name: torch.cat([b[i] for b in self._batches]).cpu().numpy().astype(dtype)
+                     for i, (name, dtype) in enumerate((("idx", np.int64), ("loss", np.float64), ("error", np.float64)))}
         self._batches = []
         seen = merge_by_idx(gather_objects(local))
         record["rows_trained"] = int(len(seen.get("idx", [])))
