@@ -9,7 +9,7 @@ teacher cache is warm (an untimed first run of each arm fills it and the tokeniz
 the timed Agora run makes no teacher forward pass. Wall time of the whole ``run_fit`` (fit,
 validation each epoch, final validation; no test predictions or export), median of ``--repeats``.
 
-    AGORA_DATA_DIR=../shared/data python benches/agora_overhead.py             # ~8 min on 2 busy CPU cores
+    AGORA_DATA_DIR=../shared/data python benches/agora_overhead.py             # ~6 min on 2 idle CPU cores
     python benches/agora_overhead.py --shape tiny --repeats 3                   # seconds; fixed costs dominate
 
 Prints both wall times and the ratio (Agora / plain), and the ratio of process CPU times (steadier
