@@ -65,7 +65,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     megabatch sorted by length and cut into batches, then the batch order is shuffled. Batches are
     padded (by repeating the first ones) to a multiple of ``world_size`` so every rank steps the
     same number of times. Evaluation (``shuffle=False``): sorted by length, no padding; each rank
-    takes every ``world_size``-th batch, and predictions are gathered and de-duplicated by idx.
+    takes every ``world_size``-th batch, and predictions are gathered and de-duplicated by idx. A
+    split with fewer batches than ranks is cut into one smaller batch per rank (a row repeated
+    where there are fewer rows than ranks; the repeat is dropped when de-duplicating).
 
     Agora (training only): ``num_samples`` rows per epoch (default: all), drawn without
     replacement, or with replacement in proportion to ``weights`` (``reweight_mode: sampler``);
@@ -89,7 +91,10 @@ class LengthBucketSampler(Sampler[list[int]]):
         n = len(self.lengths)
         if not self.shuffle:
             order = np.argsort(-self.lengths, kind="stable") if self.bucket else np.arange(n)
-            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+            batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+            if n and len(batches) < self.world_size:  # every rank needs a batch (Lightning rejects an empty loader)
+                batches = [part if len(part) else order[:1] for part in np.array_split(order, self.world_size)]
+            return batches
         rng = np.random.default_rng((self.seed, self.epoch))
         if self.weights is not None:
             order = rng.choice(n, size=self.num_samples, replace=True, p=self.weights / self.weights.sum())
@@ -115,6 +120,8 @@ class LengthBucketSampler(Sampler[list[int]]):
         n_batches = math.ceil((self.num_samples if self.shuffle else len(self.lengths)) / self.batch_size)
         if self.shuffle:
             return math.ceil(n_batches / self.world_size)
+        if len(self.lengths) and n_batches < self.world_size:
+            return 1
         return len(range(self.rank, n_batches, self.world_size))
 
 

@@ -50,6 +50,16 @@ def test_eval_batches_split_across_ranks_without_duplicates():
     assert sorted(rows) == list(range(101))
 
 
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_small_eval_split_gives_every_rank_a_batch(n):
+    """Fewer rows than one batch per rank (a tiny E_sel under DDP) must not leave a rank empty."""
+    lengths = _lengths(n)
+    parts = [list(LengthBucketSampler(lengths, 64, False, rank=r, world_size=4)) for r in range(4)]
+    assert all(len(p) >= 1 and all(len(b) for b in p) for p in parts)
+    assert {i for p in parts for b in p for i in b} == set(range(n))
+    assert all(len(LengthBucketSampler(lengths, 64, False, rank=r, world_size=4)) == len(parts[r]) for r in range(4))
+
+
 def test_collator_pads_dynamically():
     rows = [{"input_ids": [0, 5, 2], "attention_mask": [1, 1, 1], "idx": 4, "label": 1},
             {"input_ids": [0, 2], "attention_mask": [1, 1], "idx": 9, "label": 0}]
