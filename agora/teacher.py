@@ -35,13 +35,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from agora.atomic import atomic_write
 from agora.errors import ModelError
 
 Segments = tuple[str, ...]
@@ -105,7 +105,7 @@ class TeacherCache:
             self.directory.mkdir(parents=True, exist_ok=True)
             info = self.directory / "teacher.json"
             if not info.exists():  # for people browsing the cache; never read back
-                self._atomic_write(info, lambda f: f.write(json.dumps({"teacher_id": teacher_id}).encode()))
+                atomic_write(info, lambda f: f.write(json.dumps({"teacher_id": teacher_id}).encode()))
             self.refresh()
 
     def __len__(self) -> int:
@@ -174,21 +174,11 @@ class TeacherCache:
 
             taken = [re.fullmatch(r"part-(\d+)\.arrow", p.name) for p in self.directory.glob("part-*.arrow")]
             name = f"part-{max((int(m.group(1)) for m in taken if m), default=-1) + 1:05d}.arrow"
-            self._atomic_write(self.directory / name, write)
+            atomic_write(self.directory / name, write)
             self._loaded.add(name)
         self._rows.update(new)
         return len(new)
 
-    def _atomic_write(self, path: Path, write) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
 
 def teacher_identity(path_or_id: str) -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agora.atomic import atomic_write
 from agora.errors import AgoraError
 from agora.submission.formats import check_text, render
 from agora.submission.runs import Run, discover, open_run, predict, predict_key, saved_name
@@ -342,24 +342,16 @@ def write_zip(out: Path, texts: dict[str, str]) -> None:
     """A flat zip, written to a temporary file beside ``out`` and renamed (atomic).
 
     Entries carry a fixed date and mode 0644, so the same predictions give the same bytes; the
-    zip itself gets the usual permissions (``mkstemp`` would leave it readable by its owner only).
+    zip itself gets the usual permissions (:func:`agora.atomic.atomic_write`).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             for name, text in texts.items():
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
                 archive.writestr(info, text.encode("utf-8"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(out, write)
 
 
 # -- check ----------------------------------------------------------------------------------------
