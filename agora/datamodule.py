@@ -208,10 +208,7 @@ class TaskDataModule(L.LightningDataModule):
             ds = load_split(card, split, root, dcfg.source, cache, dcfg.files.get(key))
             if limit is not None and limit < len(ds):
                 ds = ds.select(range(limit))
-            self.raw[key] = ds
-            self.tokenized[key] = self._tokenize(ds, card)
-            if key not in self.eval_names and key != self.card.train_split:
-                self.predict_names.append(key)
+            self.add_split(key, ds, card, predict=key not in self.eval_names and key != self.card.train_split)
         trial = self.cfg.trial
         if (self.cfg.agora.enabled or trial is not None) and self.card.train_split:
             self.split_eval_set(seed=None if trial is None else trial.e_seed,
@@ -219,6 +216,14 @@ class TaskDataModule(L.LightningDataModule):
             if trial is not None and trial.extra_rows:
                 self.append_train_rows(trial.extra_rows)
         return self
+
+    def add_split(self, key: str, ds: datasets.Dataset, card: TaskCard | None = None, predict: bool = False) -> None:
+        """Register a parsed split under ``key`` and tokenize it (cached); ``predict``: one of the
+        splits ``trainer.predict`` writes (test splits, ``ax/test``)."""
+        self.raw[key] = ds
+        self.tokenized[key] = self._tokenize(ds, card or self.card)
+        if predict and key not in self.predict_names:
+            self.predict_names.append(key)
 
     def split_eval_set(self, seed: int | None = None, with_e_gen: bool = False) -> None:
         """Agora's E: ``e_gen`` / ``e_sel`` splits carved from train (kept out of D) with ``seed``

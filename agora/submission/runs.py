@@ -167,9 +167,7 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
     for key in keys:
         key_card = dm.card_of(key)
         ds = load_split(key_card, key.split("/")[-1], root, cfg.data.source, cache)
-        dm.raw[key] = ds
-        dm.tokenized[key] = dm._tokenize(ds, key_card)
-        dm.predict_names.append(key)
+        dm.add_split(key, ds, key_card, predict=True)
     module = AgoraModule(model, card, cfg, [], dm.predict_names)
     trainer_cfg = run.recipe.get("trainer") or {}
     trainer = L.Trainer(
