@@ -207,7 +207,7 @@ class TaskDataModule(L.LightningDataModule):
         for key, card, split, limit in wanted:
             ds = load_split(card, split, root, dcfg.source, cache, dcfg.files.get(key))
             if limit is not None and limit < len(ds):
-                ds = ds.select(range(limit))
+                ds = ds.select(range(format_of(card).whole_groups(ds, limit)))
             self.add_split(key, ds, card, predict=key not in self.eval_names and key != self.card.train_split)
         trial = self.cfg.trial
         if (self.cfg.agora.enabled or trial is not None) and self.card.train_split:

@@ -209,6 +209,20 @@ class Format:
 
     name = "classification"
     model_class = "AutoModelForSequenceClassification"
+    group_columns: tuple[str, ...] = ()
+    """Columns whose equal values form one scored unit (a MultiRC question, a ReCoRD query)."""
+
+    def whole_groups(self, ds: datasets.Dataset, limit: int) -> int:
+        """The smallest row count >= ``limit`` that keeps the last group whole (readers write a
+        group's rows together), so ``data.max_*_samples`` never scores half a question."""
+        if not self.group_columns or limit >= len(ds) or limit <= 0:
+            return min(limit, len(ds))
+        cols = ds.select_columns(list(self.group_columns)).with_format("numpy")
+        keys = np.stack([np.asarray(cols[c]) for c in self.group_columns], axis=1)
+        end = limit
+        while end < len(keys) and (keys[end] == keys[limit - 1]).all():
+            end += 1
+        return end
 
     # rows
     def features(self, card: TaskCard) -> datasets.Features:
@@ -378,6 +392,7 @@ class Grouped(_PairEncoded):
 
     name = "grouped"
     KEYS = ("paragraph_idx", "question_idx", "answer_idx")
+    group_columns = ("paragraph_idx", "question_idx")
 
     def own_features(self):
         return {k: _INT64 for k in self.KEYS}
@@ -417,6 +432,7 @@ class EntityCloze(_PairEncoded):
     """
 
     name = "entity_cloze"
+    group_columns = ("query_idx",)
 
     def own_features(self):
         return {"passage_idx": _INT64, "query_idx": _INT64, "entity": _STR, "answers": _list(_STR)}

@@ -347,13 +347,19 @@ def test_train_and_predict_end_to_end(tmp_path, data_dir, tiny_bort, task):
 
     if task == "multirc":  # nested per paragraph; F1a and EM recomputed from the file
         answers = [(p["idx"], q["idx"], a) for p in dev for q in p["passage"]["questions"] for a in q["answers"]]
-        assert len(answers) == 48 and all(set(a) == {"idx", "label", "gold"} for _, _, a in answers)
+        from agora.formats import format_of
+
+        root = _data_root(tmp_path, data_dir, task)
+        whole = {s: format_of(card).whole_groups(load_split(card, s, root, "local", tmp_path / "c"), n)
+                 for s, n in (("validation", 48), ("test", 24))}
+        assert 48 <= len(answers) == whole["validation"], "the limit keeps the last question whole"
+        assert all(set(a) == {"idx", "label", "gold"} for _, _, a in answers)
         again = compute_metrics(["f1a", "em"], [a["label"] for *_, a in answers], [a["gold"] for *_, a in answers],
                                 groups=[(p, q) for p, q, _ in answers])
         assert again == pytest.approx({k.split("/")[1]: v for k, v in result.scores.items()})
         assert all(set(p) == {"idx", "passage"} and a["label"] in (0, 1)
                    for p in test for q in p["passage"]["questions"] for a in q["answers"])
-        assert sum(len(q["answers"]) for p in test for q in p["passage"]["questions"]) == 24
+        assert sum(len(q["answers"]) for p in test for q in p["passage"]["questions"]) == whole["test"]
     elif task == "record":  # one row per query, the entity as label; F1/EM recomputed from the file
         assert [r["idx"] for r in dev] == sorted(r["idx"] for r in dev)
         again = compute_metrics(["record_f1", "record_em"], [r["label"] for r in dev], [r["gold"] for r in dev])
@@ -418,3 +424,18 @@ def test_record_and_multirc_formats_by_hand():
         {"idx": 1, "passage": {"questions": [{"idx": 3, "answers": [{"idx": 10, "label": 1}, {"idx": 11, "label": 0}]},
                                              {"idx": 4, "answers": [{"idx": 12, "label": 1}]}]}},
     ]
+
+
+@pytest.mark.parametrize("task, keys", [("multirc", ("paragraph_idx", "question_idx")), ("record", ("query_idx",))])
+def test_sample_limits_keep_questions_whole(data_dir, tmp_path, task, keys):
+    """``data.max_*_samples`` cuts after the last answer of a question (a query's last candidate)."""
+    from agora.formats import format_of
+
+    card = load_task(task)
+    ds = _fewglue(data_dir, task, tmp_path)
+    groups = [tuple(r[k] for k in keys) for r in ds.select_columns(list(keys))]
+    for limit in range(1, 40):
+        end = format_of(card).whole_groups(ds, limit)
+        assert end >= limit and groups[end - 1] != (groups[end] if end < len(groups) else None)
+        assert end == limit or groups[limit - 1] == groups[end - 1], "extends only the group cut at the limit"
+    assert format_of(load_task("rte")).whole_groups(ds, 7) == 7
