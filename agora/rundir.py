@@ -4,6 +4,7 @@
 <run>/config.yaml           the fully resolved recipe
 <run>/metrics.json          per-epoch and final scores, the best checkpoint, the paths
 <run>/predictions/<split>.jsonl   {"idx", "label", ...} ordered by idx (dev splits carry "gold")
+<run>/mistakes.json         per evaluated split: its row count and the idx of the rows the model gets wrong
 <run>/best/                 save_pretrained export: model + tokenizer + label names
 <run>/checkpoints/          Lightning checkpoints (the recipe is inside each)
 <run>/logs/                 CSV logs of every logged value
@@ -40,6 +41,19 @@ def resolve_run_dir(configured: str | None, task: str) -> Path:
 def write_config(run_dir: Path, cfg_dict: dict[str, Any], header: str = "") -> None:
     text = yaml.safe_dump(cfg_dict, sort_keys=False)
     atomic_write(run_dir / "config.yaml", (header + "\n" if header else "") + text)
+
+
+def write_mistakes(run_dir: Path, card: TaskCard, evaluated: dict[str, dict[str, np.ndarray]]) -> None:
+    """``{split: {"rows": n, "mistakes": [idx, ...]}}`` over the model's rows (one per MultiRC answer,
+    ReCoRD candidate, RACE question), whatever shape the prediction files take; Agora's rounds read
+    E_gen's mistakes from it (argmax != gold; ``|score - gold| > 0.5`` for regression)."""
+    from agora.expand import find_mistakes
+
+    regression = card.format == "regression"
+    report = {name: {"rows": int(len(out["idx"])),
+                     "mistakes": np.asarray(out["idx"])[find_mistakes(out["logits"], out["labels"], regression)].tolist()}
+              for name, out in evaluated.items() if len(out.get("idx", ()))}
+    atomic_write(run_dir / "mistakes.json", json.dumps(report) + "\n")
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

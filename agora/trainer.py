@@ -139,6 +139,7 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
             path = run_dir / "predictions" / f"{name}.jsonl"
             rundir.write_predictions(path, rundir.prediction_rows(card, out, with_gold=True))
             predictions[name] = path
+        rundir.write_mistakes(run_dir, card, module.last_eval)
         for name, out in module.predictions.items():
             path = run_dir / "predictions" / f"{name.replace('/', '-')}.jsonl"
             rundir.write_predictions(path, rundir.prediction_rows(data.card_of(name), out, with_gold=False))

@@ -49,6 +49,8 @@ def test_cli_rte_end_to_end_and_export_reproduces_dev_score(tmp_path, data_dir, 
     assert {r["label"] for r in test} <= {"entailment", "not_entailment"}
     dev_acc = np.mean([r["label"] == r["gold"] for r in dev])
     assert dev_acc == pytest.approx(metrics["final"]["validation/accuracy"])
+    mistakes = json.loads((run / "mistakes.json").read_text())["validation"]
+    assert mistakes == {"rows": 96, "mistakes": [r["idx"] for r in dev if r["label"] != r["gold"]]}
 
     # the export: plain transformers reproduces the dev score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -353,6 +353,9 @@ def test_train_and_predict_end_to_end(tmp_path, data_dir, tiny_bort, task):
         whole = {s: format_of(card).whole_groups(load_split(card, s, root, "local", tmp_path / "c"), n)
                  for s, n in (("validation", 48), ("test", 24))}
         assert 48 <= len(answers) == whole["validation"], "the limit keeps the last question whole"
+        wrong = json.loads((tmp_path / "run" / "mistakes.json").read_text())["validation"]
+        assert wrong["rows"] == len(answers), "mistakes are counted per answer row, not per paragraph"
+        assert len(wrong["mistakes"]) == sum(a["label"] != a["gold"] for *_, a in answers)
         assert all(set(a) == {"idx", "label", "gold"} for _, _, a in answers)
         again = compute_metrics(["f1a", "em"], [a["label"] for *_, a in answers], [a["gold"] for *_, a in answers],
                                 groups=[(p, q) for p, q, _ in answers])

@@ -101,8 +101,8 @@ class LocalRunner:
 
 def read_result(run_dir: Path, cfg) -> TrialResult:
     """A finished fit's result from its run dir: ``metrics.json`` (scores, per-epoch losses) and
-    ``predictions/e_gen.jsonl`` (the mistakes: predicted label != gold; ``|score - gold| > 0.5``
-    for regression, as :func:`agora.expand.find_mistakes`)."""
+    ``mistakes.json`` (E_gen's rows the student gets wrong, per model row, as
+    :func:`agora.expand.find_mistakes`: argmax != gold; ``|score - gold| > 0.5`` for regression)."""
     from agora.tasks import load_task
 
     card = load_task(cfg.task)
@@ -111,16 +111,14 @@ def read_result(run_dir: Path, cfg) -> TrialResult:
     select = card.select_split if cfg.agora.eval_on == "dev" else "e_sel"
     score = scores.get(f"{select}/{card.main_metric}")
     dev = scores.get(f"{card.select_split}/{card.main_metric}")
-    e_gen = run_dir / "predictions" / f"{select if cfg.agora.eval_on == 'dev' else 'e_gen'}.jsonl"
-    rows = [json.loads(line) for line in e_gen.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if cfg.agora.enabled and e_gen.is_file() else []
-    regression = card.format == "regression"
-    mistakes = [int(r["idx"]) for r in rows
-                if (abs(float(r["label"]) - float(r["gold"])) > 0.5 if regression else r["label"] != r["gold"])]
+    found = run_dir / "mistakes.json"
+    e_gen = (json.loads(found.read_text(encoding="utf-8")) if cfg.agora.enabled and found.is_file() else {}).get(
+        select if cfg.agora.eval_on == "dev" else "e_gen", {"rows": 0, "mistakes": []})
+    mistakes = [int(i) for i in e_gen["mistakes"]]
     history = metrics.get("epochs") or []
     failed = diverged(history, score)
     return TrialResult(score=None if failed else float(score), dev_score=_finite(dev), scores=scores,
-                       mistakes=mistakes, e_gen_rows=len(rows), epochs=len(history), failed=failed,
+                       mistakes=mistakes, e_gen_rows=int(e_gen["rows"]), epochs=len(history), failed=failed,
                        model_dir=metrics.get("best_model_dir"))
 
 
