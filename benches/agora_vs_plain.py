@@ -292,13 +292,15 @@ def fit_one(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | Non
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         report = metrics.get("agora") or {}
-        epochs = len(metrics["epochs"]) or plan.epochs
+        steps = metrics["epochs"][-1].get("step") if metrics["epochs"] else None  # optimiser steps taken
+        if steps is None:
+            steps = len(metrics["epochs"]) * math.ceil(n_d / plan.batch_size)
         summary = report.get("teacher") or {}
         labelled = (summary.get("train_rows_scored", 0) or 0) + sum(
             e.get("teacher_calls", 0) + e.get("cache_hits", 0) for e in report.get("epochs", []))
         done.write_text(json.dumps({
             "dev": result.scores[f"{card.select_split}/{card.main_metric}"], "dev_all": result.scores,
-            "e_sel": result.main_score, "steps": epochs * math.ceil(n_d / plan.batch_size),
+            "e_sel": result.main_score, "steps": int(steps),
             "teacher_calls": report.get("teacher_forward_calls", 0), "teacher_rows": labelled,
             "generated": report.get("generated", 0), "wall_s": round(wall, 1)}))
     data = json.loads(done.read_text())
