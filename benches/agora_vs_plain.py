@@ -90,9 +90,22 @@ def arm_settings(arm: str, args) -> dict:
         return {"enabled": True, "expand_every_n_epochs": args.tinybert_every, "expand_from": "train",
                 "variants_per_mistake": args.tinybert_variants, "alpha": 0.5, "temperature": 2.0,
                 "generated_targets": "soft"}
-    if arm == "agora":
-        return {"enabled": True}  # the shipped defaults (agora.config.AgoraConfig)
+    if arm == "agora":  # the shipped defaults (agora.config.AgoraConfig), with --agora overrides
+        return {"enabled": True, **agora_overrides(args)}
     raise SystemExit(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
+
+
+def agora_overrides(args) -> dict:
+    """``--agora key=value`` settings of the agora arm (the exploration of its settings)."""
+    import yaml
+
+    out = {}
+    for item in getattr(args, "agora", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--agora {item!r}: expected key=value, e.g. --agora balance_generated=true")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -440,6 +453,8 @@ def parse_args(argv=None):
     p.add_argument("--teacher-checkpoint", default=None, help="a trained teacher (skips training one)")
     p.add_argument("--teacher-lr", type=float, default=5e-5)
     p.add_argument("--teacher-epochs", type=int, default=None)
+    p.add_argument("--agora", action="append", metavar="KEY=VALUE",
+                   help="an agora: setting of the agora arm (repeatable), e.g. --agora balance_generated=true")
     p.add_argument("--tinybert-variants", type=int, default=4)
     p.add_argument("--tinybert-every", type=int, default=1)
     p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the task plan's)")
@@ -524,7 +539,8 @@ def main(argv=None) -> list[TaskResult]:
     settings = (f"Student: {args.student} cut to {args.student_layers} layers; teacher: "
                 f"{args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; lr grid {lrs} (every arm); "
                 f"seeds {seeds}; precision {args.precision}; tinybert: {args.tinybert_variants} EDA variants of every "
-                f"row of D every {args.tinybert_every} epoch(s); agora: AgoraConfig defaults. Plans: "
+                f"row of D every {args.tinybert_every} epoch(s); agora: AgoraConfig defaults"
+                f"{''.join(f', {k}={v}' for k, v in agora_overrides(args).items())}. Plans: "
                 + "; ".join(f"{r.plan.task}: D {r.plan.student_rows or 'all'} rows, E {r.plan.e_rows or 'default'} "
                             f"(E_gen/E_sel halves), teacher rows {r.plan.teacher_rows or 'all of train'}, "
                             f"{r.plan.epochs} epochs, batch {r.plan.batch_size}, max_length {r.plan.max_length}"

@@ -59,3 +59,17 @@ def test_agora_vs_plain_plumbing(tiny_bort, data_dir, tmp_path, capsys):
 
     assert [(f.dev, f.wall_s) for f in again[0].fits] == [(f.dev, f.wall_s) for f in res.fits]
     assert json.loads((work / "teachers" / "rte" / "bench.json").read_text())["wall_s"] > 0
+
+
+def test_agora_arm_takes_setting_overrides():
+    import argparse
+
+    import pytest
+
+    bench = load_bench()
+    args = argparse.Namespace(agora=["balance_generated=true", "variants_per_mistake=8", "generator=mlm"])
+    assert bench.arm_settings("agora", args) == {"enabled": True, "balance_generated": True,
+                                                 "variants_per_mistake": 8, "generator": "mlm"}
+    assert bench.arm_settings("agora", argparse.Namespace(agora=None)) == {"enabled": True}
+    with pytest.raises(SystemExit, match="expected key=value"):
+        bench.arm_settings("agora", argparse.Namespace(agora=["balance_generated"]))
