@@ -75,10 +75,10 @@ def _generate(path: str, split: str, card_json: str, stamp: str, code: str = "")
     yield from _checked(reader(Path(path), spec, card), card, split, path)
 
 
-def _generate_hub(split: str, card_json: str, fingerprint: str, cache: str, code: str = ""):
-    """Hub examples through the card's hub reader (same rows as the local reader gives)."""
+def _generate_hub(split: str, card_json: str, raw: datasets.Dataset, code: str = ""):
+    """Hub examples (the loaded split, hashed by its fingerprint) through the card's hub reader
+    (same rows as the local reader gives)."""
     card = TaskCard.model_validate_json(card_json)
-    raw = _load_hub(card, split, Path(cache))
     hub = card.hub
     where = f"hub dataset {hub.path}{'/' + hub.name if hub.name else ''} split '{split}'"
     yield from _checked(HUB_READERS[hub.reader](raw, card, where), card, split, where)
@@ -159,8 +159,7 @@ def _from_hub(card: TaskCard, split: str, cache: Path) -> datasets.Dataset:
             return datasets.Dataset.from_generator(
                 _generate_hub,
                 features=features(card),
-                gen_kwargs={"split": split, "card_json": card.model_dump_json(),
-                            "fingerprint": getattr(raw, "_fingerprint", ""), "cache": str(cache),
+                gen_kwargs={"split": split, "card_json": card.model_dump_json(), "raw": raw,
                             "code": code_stamp(HUB_READERS[hub.reader], _generate, format_of(card).__class__)},
                 cache_dir=str(cache / "datasets"),
             )
