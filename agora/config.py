@@ -102,7 +102,10 @@ class AgoraConfig(_Section):
     """``eda``, ``mlm`` or an import path ``package.module:function``."""
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     min_teacher_confidence: float = Field(0.0, ge=0, le=1)
-    balance_generated: bool = False
+    balance_generated: bool = True
+    """Cap each class of the generated rows to D's class proportions (classification). On by default:
+    without it the generated rows follow the student's skew and a student can collapse to one class
+    (``benches/results/EXPLORATION.md``)."""
     # -- distil
     alpha: float = Field(0.5, ge=0, le=1)
     """Weight of the soft (teacher) term; 0 = hard labels only."""
