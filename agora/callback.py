@@ -330,7 +330,7 @@ class AgoraCallback(L.Callback):
                         n_per_source=self.acfg.variants_per_mistake, seed=self.cfg.seed, key=epoch,
                         settings=self.acfg.generator_settings, min_confidence=self.acfg.min_teacher_confidence,
                         class_prior=prior, label_names=None if self.regression else names,
-                        regression=self.regression, seen=seen)
+                        regression=self.regression, seen=seen, require_agreement=self.acfg.require_agreement)
         teacher = {"forward_calls": self.teacher.forward_calls - calls, "cache_hits": self.teacher.cache.hits - hits}
         return result, teacher
 

@@ -102,6 +102,9 @@ class AgoraConfig(_Section):
     """``eda``, ``mlm`` or an import path ``package.module:function``."""
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     min_teacher_confidence: float = Field(0.0, ge=0, le=1)
+    require_agreement: bool = False
+    """Keep a generated row only if the teacher's label equals its source's gold label (regression:
+    within 0.5): the teacher's own mistakes are not taught to the student."""
     balance_generated: bool = True
     """Cap each class of the generated rows to D's class proportions (classification). On by default:
     without it the generated rows follow the student's skew and a student can collapse to one class

@@ -18,6 +18,9 @@ Steps of :func:`expand`, in order, each counted in ``stats``:
 3. Label the rest with S (through its cache: each distinct input is scored once, ever).
 4. Drop rows whose teacher confidence (largest probability) is below ``min_confidence``
    (``confidence``; AGORA.md, "Late rounds add wrong labels"). Not applied to regression.
+   With ``require_agreement``, also drop rows whose teacher label differs from their source's gold
+   label (``disagree``; regression: ``|S - gold| > 0.5``; our addition: a later epoch's mistakes are
+   mostly the teacher's own, and their variants would teach the student the teacher's errors).
 5. Optionally balance classes (``balance``): cap each class so the kept rows follow ``class_prior``
    (D's label proportions), keeping the most confident rows (AGORA.md, "Generated labels follow
    the student's skew"; the cap is our choice). Classes with no generated row are ignored.
@@ -27,7 +30,7 @@ and the agreement between S's label on a variant and its source's gold label (ov
 variants and over the kept ones; regression: ``|S - gold| <= 0.5``).
 
 Hyperparameters: the generator and its settings, ``variants_per_mistake`` (``n_per_source``),
-``min_teacher_confidence``, ``balance_generated``.
+``min_teacher_confidence``, ``require_agreement``, ``balance_generated``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import numpy as np
 
 from agora.generators import Segments, generate
 
-REJECT_REASONS = ("band", "identical", "duplicate", "seen", "confidence", "balance")
+REJECT_REASONS = ("band", "identical", "duplicate", "seen", "confidence", "disagree", "balance")
 
 
 class AgoraWarning(UserWarning):
@@ -109,6 +112,7 @@ def expand(
     label_names: Sequence[str] | None = None,
     regression: bool = False,
     seen: set | None = None,
+    require_agreement: bool = False,
 ) -> Expansion:
     """Generate variants of ``sources``, label them with ``score`` (the teacher), filter them.
 
@@ -126,6 +130,7 @@ def expand(
         label_names: names for ``stats["label_balance"]`` (defaults to the class ids).
         regression: teacher outputs are scores; no confidence filter or balancing.
         seen: inputs already in the training data; variants among them are dropped. Not modified.
+        require_agreement: drop rows whose teacher label disagrees with their source's gold label.
 
     Returns:
         An :class:`Expansion`. Warns with :class:`AgoraWarning` when G returns nothing for every source.
@@ -161,12 +166,16 @@ def expand(
         confidence = probs.max(-1)
         keep = confidence >= min_confidence
         rejected["confidence"] = int((~keep).sum())
+    agree_all = _agreement(labels, gold[positions], regression)
+    if require_agreement:
+        rejected["disagree"] = int((keep & ~agree_all).sum())
+        keep = keep & agree_all
+    if not regression:
         if class_prior is not None and keep.any():
             balanced = np.zeros_like(keep)
             balanced[keep] = balance_mask(labels[keep], confidence[keep], class_prior)
             rejected["balance"] = int(keep.sum() - balanced.sum())
             keep = balanced
-    agree_all = _agreement(labels, gold[positions], regression)
     kept = np.flatnonzero(keep)
     out = Expansion([variants[j] for j in kept], np.asarray(ids, dtype=np.int64)[positions[kept]],
                     probs[kept], labels[kept], stats)

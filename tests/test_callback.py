@@ -108,6 +108,16 @@ def test_expand_all_sampler_mode_confidence_filter_and_balance(tmp_path, data_di
     assert report["epochs"][-1]["weights"]["generated_share"] <= 0.5 + 1e-9
 
 
+def test_require_agreement_keeps_only_rows_the_teacher_labels_as_their_source(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    run = tmp_path / "run"
+    agora = {"expand_from": "all", "variants_per_mistake": 2, "require_agreement": True, "balance_generated": False}
+    _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, agora, trainer={"max_epochs": 2}))
+    first = _agora(run)["epochs"][0]
+    assert first["rejected"]["disagree"] > 0 and first["kept"] > 0  # a random teacher disagrees with some
+    assert first["kept"] + first["rejected"]["disagree"] == first["scored"] and first["agreement_kept"] == 1.0
+    assert first["agreement"] < 1.0
+
+
 def test_training_loss_distils_soft_rows_and_weights(tiny_bort, tmp_path, data_dir):
     from agora.distill import distillation_loss
     from agora.module import AgoraModule

@@ -87,6 +87,30 @@ def test_confidence_filter_and_balance():
     assert balanced.stats["kept"] + balanced.stats["rejected"]["balance"] == balanced.stats["scored"]
 
 
+def test_require_agreement_drops_the_teachers_disagreements():
+    plain, _ = _expand()
+    gold = {10: 0, 11: 1, 12: 0, 13: 1}
+    disagree = sum(label != gold[src] for label, src in zip(plain.labels, plain.source_ids))
+    assert 0 < disagree < plain.stats["kept"]  # the fake teacher disagrees with some sources, not all
+    out, _ = _expand(require_agreement=True)
+    assert out.stats["rejected"]["disagree"] == disagree and out.stats["kept"] == plain.stats["kept"] - disagree
+    assert all(label == gold[src] for label, src in zip(out.labels, out.source_ids))
+    assert out.stats["agreement_kept"] == 1.0 and out.stats["agreement"] == plain.stats["agreement"]
+    both, _ = _expand(require_agreement=True, min_confidence=0.75)  # counted once, under the first filter
+    assert both.stats["kept"] + both.stats["rejected"]["confidence"] + both.stats["rejected"]["disagree"] == both.stats["scored"]
+
+
+def test_require_agreement_for_regression_keeps_scores_within_half_a_point():
+    def score(inputs):
+        return np.array([[len(seg[0].split()) / 2.0] for seg in inputs], dtype=np.float32)
+
+    gold = [3.5, 3.0, 2.0, 3.0]  # source 2's variants score 2.5 and 3.5: one within half a point
+    out = expand(SOURCES, [0, 1, 2, 3], gold, score, generator="eda", n_per_source=2, seed=0,
+                 regression=True, require_agreement=True)
+    assert out.stats["rejected"]["disagree"] == 1 and out.stats["kept"] == out.stats["scored"] - 1 == 7
+    assert all(abs(label - gold[src]) <= 0.5 for label, src in zip(out.labels, out.source_ids))
+
+
 def test_regression_keeps_scores_and_skips_the_filters():
     def score(inputs):
         return np.array([[len(seg[0].split()) / 2.0] for seg in inputs], dtype=np.float32)

@@ -74,7 +74,7 @@ class TeacherExpander:
                         n_per_source=acfg.variants_per_mistake, seed=self.cfg.seed, key=key,
                         settings=acfg.generator_settings, min_confidence=acfg.min_teacher_confidence,
                         class_prior=prior, label_names=None if self.regression else names,
-                        regression=self.regression, seen=seen)
+                        regression=self.regression, seen=seen, require_agreement=acfg.require_agreement)
         first = len(self.rows)
         for j, (variant, label, probs, source) in enumerate(zip(result.variants, result.labels, result.probs,
                                                                 result.source_ids)):
