@@ -111,3 +111,22 @@ def test_variants_are_extra_agora_arms():
     for bad in ("v8", "=alpha=1", "v8=alpha"):
         with pytest.raises(SystemExit, match="expected"):
             bench.agora_variants(argparse.Namespace(variant=[bad]))
+
+
+def test_a_finished_fit_is_reused_only_for_the_same_resolved_recipe(tmp_path, tiny_bort):
+    from agora.config import validate_recipe
+    from conftest import tiny_recipe
+
+    bench = load_bench()
+    wanted = validate_recipe(tiny_recipe(tiny_bort, tmp_path, tmp_path / "run")).to_dict()
+    stored = json.loads(json.dumps(wanted))
+    del stored["agora"]["require_agreement"]  # a fit that ran before the setting existed (its default is off)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert bench._same_recipe(tmp_path, wanted)
+    stored["optim"]["lr"] = wanted["optim"]["lr"] * 2
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert not bench._same_recipe(tmp_path, wanted)
+    stored["optim"]["lr"], stored["agora"]["renamed_setting"] = wanted["optim"]["lr"], 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert not bench._same_recipe(tmp_path, wanted)  # a setting since removed: not the same recipe
+    assert not bench._same_recipe(tmp_path / "missing", wanted)
