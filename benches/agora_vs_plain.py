@@ -549,11 +549,8 @@ def table(results: list[TaskResult], arms) -> str:
                 f"| {statistics.fmean(f.teacher_rows for f in fits):.0f} "
                 f"| {statistics.fmean(f.teacher_calls for f in fits):.0f} "
                 f"| {statistics.fmean(f.generated for f in fits):.0f} | {statistics.fmean(f.wall_s for f in fits):.0f} |")
-        maj = "-" if res.majority is None else f"{pct(res.majority):.1f}"
-        maj_others = ", ".join(f"{k} {pct(v):.1f}" for k, v in (res.majority_all or {}).items()) or ""
+        maj, maj_others, teacher_others = references(res)
         lines.append(f"| {res.plan.task} ({res.metric}) | majority class | | | {maj} | {maj_others} | | | | | | | | | | |")
-        teacher_others = ", ".join(f"{k.split('/', 1)[1]} {pct(v):.1f}" for k, v in sorted(res.teacher_all.items())
-                                   if k.startswith(f"{res.split}/") and not k.endswith(f"/{res.metric}"))
         teacher_sel = res.teacher_all.get(f"e_sel/{res.metric}")
         lines.append(f"| {res.plan.task} ({res.metric}) | teacher | {res.teacher_lr or ''} "
                      f"| {'' if teacher_sel is None else f'{pct(teacher_sel):.1f}'} | {pct(res.teacher_dev):.1f} | {teacher_others} "
@@ -576,15 +573,21 @@ def compact_table(results: list[TaskResult], arms) -> str:
                          + f" | {other_metrics(res, fits) or '-'} | {verdict(g_plain, b_plain)} | {verdict(g_distill, b_distill)} "
                          f"| {statistics.fmean(f.steps for f in fits):.0f} | {statistics.fmean(f.teacher_rows for f in fits):,.0f} "
                          f"| {statistics.fmean(f.wall_s for f in fits):.0f} |")
-        maj = "-" if res.majority is None else f"{100 * res.majority:.1f}"
-        maj_others = ", ".join(f"{k} {100 * v:.1f}" for k, v in (res.majority_all or {}).items()) or "-"
-        lines.append(f"| {res.plan.task} ({res.metric}) | majority class | {maj} | {maj_others} | | | | | |")
-        teacher_others = ", ".join(f"{k.split('/', 1)[1]} {100 * v:.1f}" for k, v in sorted(res.teacher_all.items())
-                                   if k.startswith(f"{res.split}/") and not k.endswith(f"/{res.metric}")) or "-"
+        maj, maj_others, teacher_others = references(res)
+        lines.append(f"| {res.plan.task} ({res.metric}) | majority class | {maj} | {maj_others or '-'} | | | | | |")
         rows = res.plan.teacher_rows or "all"
         lines.append(f"| {res.plan.task} ({res.metric}) | teacher (6 layers, {rows} rows) | {100 * res.teacher_dev:.1f} "
-                     f"| {teacher_others} | | | | | |")
+                     f"| {teacher_others or '-'} | | | | | |")
     return "\n".join(lines)
+
+
+def references(res: TaskResult) -> tuple[str, str, str]:
+    """The majority class's dev score, its other dev metrics, and the teacher's other dev metrics, as text."""
+    maj = "-" if res.majority is None else f"{100 * res.majority:.1f}"
+    maj_others = ", ".join(f"{k} {100 * v:.1f}" for k, v in (res.majority_all or {}).items())
+    teacher_others = ", ".join(f"{k.split('/', 1)[1]} {100 * v:.1f}" for k, v in sorted(res.teacher_all.items())
+                               if k.startswith(f"{res.split}/") and not k.endswith(f"/{res.metric}"))
+    return maj, maj_others, teacher_others
 
 
 def other_metrics(res: TaskResult, fits: list[Fit]) -> str:
