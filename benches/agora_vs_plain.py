@@ -515,7 +515,7 @@ def choose(result: TaskResult, arms, lrs) -> None:
 def paired(res: TaskResult, arm: str, base: str) -> tuple[str, str]:
     """The paired gain of ``arm`` over ``base`` (same seeds, each at its chosen lr), in points, and whether it
     exceeds the seed spread: the mean gain is above both the std of the paired gains and the std of the base
-    arm's scores ("yes"/"no"; "-" where there is no pair)."""
+    arm's scores ("yes"; "worse": a loss that large; "no" otherwise; "-" where there is no pair)."""
     if arm == base or base not in res.chosen or arm not in res.chosen:
         return "-", "-"
     at = lambda a: {f.seed: 100 * f.dev for f in res.fits if f.arm == a and f.lr == res.chosen[a]}  # noqa: E731
@@ -525,14 +525,15 @@ def paired(res: TaskResult, arm: str, base: str) -> tuple[str, str]:
         return "-", "-"
     gain, spread = mean_std([mine[s] - theirs[s] for s in seeds])
     _, base_std = mean_std([theirs[s] for s in seeds])
-    return f"{gain:+.1f} ± {spread:.1f}", "yes" if len(seeds) > 1 and gain > max(spread, base_std) else "no"
+    beyond = len(seeds) > 1 and abs(gain) > max(spread, base_std)
+    return f"{gain:+.1f} ± {spread:.1f}", ("yes" if gain > 0 else "worse") if beyond else "no"
 
 
 def table(results: list[TaskResult], arms) -> str:
     pct = lambda x: 100 * x  # noqa: E731
     lines = ["| task | arm | lr (chosen on E_sel) | E_sel | dev, mean ± std | other dev metrics | paired gain over plain "
              "| beyond spread? | paired gain over distill | beyond spread? | seeds | student steps "
-             "| teacher rows labelled | teacher forward passes | generated rows | wall s / fit |",
+             "| teacher rows labelled | teacher forward passes | generated rows | wall s / fit (median) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for arm in arms:
@@ -548,7 +549,7 @@ def table(results: list[TaskResult], arms) -> str:
                 f"| {statistics.fmean(f.steps for f in fits):.0f} "
                 f"| {statistics.fmean(f.teacher_rows for f in fits):.0f} "
                 f"| {statistics.fmean(f.teacher_calls for f in fits):.0f} "
-                f"| {statistics.fmean(f.generated for f in fits):.0f} | {statistics.fmean(f.wall_s for f in fits):.0f} |")
+                f"| {statistics.fmean(f.generated for f in fits):.0f} | {statistics.median(f.wall_s for f in fits):.0f} |")
         maj, maj_others, teacher_others = references(res)
         lines.append(f"| {res.plan.task} ({res.metric}) | majority class | | | {maj} | {maj_others} | | | | | | | | | | |")
         teacher_sel = res.teacher_all.get(f"e_sel/{res.metric}")
@@ -558,21 +559,24 @@ def table(results: list[TaskResult], arms) -> str:
     return "\n".join(lines)
 
 
+VERDICTS = {"yes": "beyond spread", "worse": "worse, beyond spread", "no": "within spread"}
+
+
 def compact_table(results: list[TaskResult], arms) -> str:
     """The README's table: per task and arm, the dev score, the other dev metrics, the paired gains and the cost."""
     lines = ["| task | arm | dev, mean ± std (5 seeds) | other dev metric | gain over plain | gain over distill "
-             "| student steps | teacher rows labelled | s / fit |", "|---|---|---|---|---|---|---|---|---|"]
+             "| student steps | teacher rows labelled | s / fit (median) |", "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for arm in arms:
             fits = [f for f in res.fits if f.arm == arm and f.lr == res.chosen[arm]]
             g_plain, b_plain = paired(res, arm, "plain")
             g_distill, b_distill = paired(res, arm, "distill") if arm != "plain" else ("-", "-")
-            verdict = lambda g, b: g if g == "-" else f"{g} ({'beyond' if b == 'yes' else 'within'} spread)"  # noqa: E731
+            verdict = lambda g, b: g if g == "-" else f"{g} ({VERDICTS[b]})"  # noqa: E731
             lines.append(f"| {res.plan.task} ({res.metric}) | {arm} | "
                          "{:.1f} ± {:.1f}".format(*mean_std([100 * f.dev for f in fits]))
                          + f" | {other_metrics(res, fits) or '-'} | {verdict(g_plain, b_plain)} | {verdict(g_distill, b_distill)} "
                          f"| {statistics.fmean(f.steps for f in fits):.0f} | {statistics.fmean(f.teacher_rows for f in fits):,.0f} "
-                         f"| {statistics.fmean(f.wall_s for f in fits):.0f} |")
+                         f"| {statistics.median(f.wall_s for f in fits):.0f} |")
         maj, maj_others, teacher_others = references(res)
         lines.append(f"| {res.plan.task} ({res.metric}) | majority class | {maj} | {maj_others or '-'} | | | | | |")
         rows = res.plan.teacher_rows or "all"
@@ -778,7 +782,9 @@ def main(argv=None) -> list[TaskResult]:
           f"compute: {compute:.0f} s of fits + {teachers:.0f} s of teacher training (wall, summed; "
           f"2 CPU cores unless the device says otherwise).\n\n{settings}\n\n"
           f"Dev = the official dev set (a task carved from its validation set: the held-out rows named under Plans; never used for any choice); E_sel = the held-out half of E that picks "
-          f"each fit's epoch and each arm's lr. Paired gain: same seeds, each arm at its chosen lr. Student steps: "
+          f"each fit's epoch and each arm's lr. Paired gain: same seeds, each arm at its chosen lr; beyond spread: "
+          f"yes when the mean paired gain exceeds both the std of the paired gains and the baseline arm's std, "
+          f"worse when a loss does. Student steps: "
           f"optimiser steps per fit. Teacher rows labelled: rows of D scored plus generated variants scored; "
           f"teacher forward passes: those not already in the shared teacher cache (fits of an earlier lr or "
           f"arm fill it, so this column depends on the order of the fits).\n\n{text}\n\n"
