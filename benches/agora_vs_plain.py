@@ -73,6 +73,8 @@ class TaskPlan:
     teacher_epochs: int = 5
     teacher_lrs: tuple[float, ...] = (1e-4,)
     """The teacher is trained at each and the best by its own E_sel is kept."""
+    lrs: tuple[float, ...] | None = None
+    """The task's lr grid where it differs from ``--lrs`` (still the same for every arm)."""
     pool: str | None = None
     """The labelled split the slices are cut from (default: train). A task whose train set is not here
     (BoolQ: only its validation set is) is carved from ``pool``, and ``dev_rows`` of it, disjoint from
@@ -83,7 +85,8 @@ class TaskPlan:
 PLANS = {  # the scarce setting everywhere: D 500 rows, E 400, the teacher on a disjoint slice of train
     "sst2": TaskPlan("sst2", 500, 400, 4000, epochs=6, max_length=64, teacher_epochs=3, teacher_lrs=(5e-5,)),
     "mrpc": TaskPlan("mrpc", 500, 400, 2768, epochs=5),  # teacher: the rest of train
-    "stsb": TaskPlan("stsb", 500, 400, 4000, epochs=5),
+    # STS-B at one lr for time: 3e-4, the lr every arm chose on E_sel on SST-2, MRPC and RTE
+    "stsb": TaskPlan("stsb", 500, 400, 4000, epochs=5, lrs=(3e-4,)),
     "rte": TaskPlan("rte", 500, 400, 1590, epochs=5),  # teacher: the rest of train (a weak teacher)
     "cola": TaskPlan("cola", 500, 400, 4000, epochs=5, max_length=64),
     # SuperGLUE: BoolQ's train set is not here; its official validation set (3,270 rows) is carved into
@@ -683,6 +686,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(ROOT / "benches" / "results"))
     p.add_argument("--name", default=None, help="file stem of the outputs (default: quick or agora_vs_plain)")
     args = p.parse_args(argv)
+    args.lrs_given = args.lrs is not None
     args.lrs = args.lrs or ("3e-4" if args.quick else "3e-4,1e-3")
     args.tasks = args.tasks or ("sst2" if args.quick else ",".join(DEFAULT_TASKS))
     args.seeds = args.seeds or (3 if args.quick else 5)
@@ -739,22 +743,23 @@ def main(argv=None) -> list[TaskResult]:
                          info["final"].get(key, float("nan")), info["wall_s"], split=card.select_split,
                          majority_all={k: v for k, v in (majority or {}).items() if k != card.main_metric},
                          teacher_all=info["final"], teacher_lr=info.get("lr"))
+        task_lrs = list(plan.lrs) if plan.lrs and not args.lrs_given else lrs
         print(f"[{task}] teacher dev {card.main_metric} {100 * res.teacher_dev:.1f}; "
-              f"{len(arms)} arms x {len(lrs)} lrs x {len(seeds)} seeds", flush=True)
+              f"{len(arms)} arms x {len(task_lrs)} lrs x {len(seeds)} seeds", flush=True)
         n_d = d_rows(plan, args.data_dir, student_file, dev_file(plan, work))
         for seed in seeds:  # seeds outermost: a run cut short still has paired seeds for every arm
-            for lr in lrs:
+            for lr in task_lrs:
                 for arm in arms:
                     fit = fit_one(plan, args, work, student, teacher, student_file, arm, lr, seed, n_d)
                     res.fits.append(fit)
                     print(f"[{task}] {arm:8s} lr {lr:g} seed {seed}: E_sel {100 * fit.e_sel:.1f} dev "
                           f"{100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
             for arm in rounds_arms:
-                fit = fit_rounds(plan, args, work, student, teacher, student_file, arm, lrs, seed, n_d)
+                fit = fit_rounds(plan, args, work, student, teacher, student_file, arm, task_lrs, seed, n_d)
                 res.fits.append(fit)
                 print(f"[{task}] {arm} ({args.rounds} rounds over the lr grid) seed {seed}: E_sel "
                       f"{100 * fit.e_sel:.1f} dev {100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
-        choose(res, arms, lrs)
+        choose(res, arms, task_lrs)
         res.chosen.update({arm: 0.0 for arm in rounds_arms})  # the search picked its lr itself
         results.append(res)
     arms = arms + rounds_arms
@@ -774,6 +779,7 @@ def main(argv=None) -> list[TaskResult]:
                 + "; ".join(f"{r.plan.task}: D {r.plan.student_rows or 'all'} rows, E {r.plan.e_rows or 'default'} "
                             f"(E_gen/E_sel halves), teacher rows {r.plan.teacher_rows or 'all of train'}, "
                             f"{r.plan.epochs} epochs, batch {r.plan.batch_size}, max_length {r.plan.max_length}"
+                            + (f", lr grid {list(r.plan.lrs)} (every arm)" if r.plan.lrs and not args.lrs_given else "")
                             + (f", carved from {r.plan.pool} (no train set here): dev = {r.plan.dev_rows} held-out "
                                f"rows of {r.plan.pool}" if r.plan.pool else "")
                             for r in results))
