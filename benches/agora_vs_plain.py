@@ -361,6 +361,14 @@ def student_recipe(plan: TaskPlan, args, work: Path, run_dir: Path, student: Pat
     return recipe
 
 
+def teacher_rows_labelled(report: dict) -> int:
+    """Rows a fit had the teacher label (D's rows scored + generated variants, cached or not), from
+    the ``agora`` report of its ``metrics.json``."""
+    summary = report.get("teacher") or {}
+    return (summary.get("train_rows_scored", 0) or 0) + sum(
+        e.get("teacher_calls", 0) + e.get("cache_hits", 0) for e in report.get("epochs", []))
+
+
 def fit_one(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | None, student_file: str | None,
             arm: str, lr: float, seed: int, n_d: int) -> Fit:
     from agora.config import validate_recipe
@@ -384,9 +392,7 @@ def fit_one(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | Non
         steps = metrics["epochs"][-1].get("step") if metrics["epochs"] else None  # optimiser steps taken
         if steps is None:
             steps = len(metrics["epochs"]) * math.ceil(n_d / plan.batch_size)
-        summary = report.get("teacher") or {}
-        labelled = (summary.get("train_rows_scored", 0) or 0) + sum(
-            e.get("teacher_calls", 0) + e.get("cache_hits", 0) for e in report.get("epochs", []))
+        labelled = teacher_rows_labelled(report)
         done.write_text(json.dumps({
             "dev": result.scores[f"{card.select_split}/{card.main_metric}"], "dev_all": result.scores,
             "e_sel": result.main_score, "steps": int(steps),
@@ -431,9 +437,7 @@ def fit_rounds(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | 
             metrics = json.loads(metrics_file.read_text())
             steps += (metrics["epochs"][-1].get("step") or 0) if metrics["epochs"] else 0
             report = metrics.get("agora") or {}
-            summary = report.get("teacher") or {}
-            rows += (summary.get("train_rows_scored", 0) or 0) + sum(
-                e.get("teacher_calls", 0) + e.get("cache_hits", 0) for e in report.get("epochs", []))
+            rows += teacher_rows_labelled(report)
             generated += report.get("generated", 0)
         state = result.state
         added = state.get("d_rows", 0)
