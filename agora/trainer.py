@@ -66,6 +66,18 @@ class AgoraTrainer:
         return run_fit(self.cfg, source=self.source)
 
 
+def with_resolved_precision(cfg: RunConfig, announce=print):
+    """``cfg`` with ``trainer.precision`` resolved for this machine (``auto`` -> bf16-mixed / 16-mixed /
+    32-true, :mod:`agora.precision`), and the resolution; prints one line saying what and why.
+    A precision the recipe states is kept (an explicit bf16 on a CPU without native bf16 warns)."""
+    from agora.precision import resolve_trainer
+
+    trainer, resolved = resolve_trainer(cfg.trainer)
+    if announce is not None and resolved.requested != resolved.precision:
+        announce(resolved.line())
+    return cfg.model_copy(update={"trainer": trainer}), resolved
+
+
 def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger) -> dict[str, Any]:
     kwargs = dict(cfg.trainer)
     kwargs.setdefault("use_distributed_sampler", False)  # our samplers shard by rank themselves
@@ -93,6 +105,7 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
     card: TaskCard = load_task(cfg.task)
     if card.train_split is None:
         raise_test_only(card)
+    cfg, precision = with_resolved_precision(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     # Everything that can fail on bad input fails here, before any training.
     tokenizer, pair_format = load_tokenizer(cfg.model)
@@ -103,7 +116,8 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
         module.select_name = "e_sel"
 
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    header = f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
+    header = (f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
+              f"\n# {precision.line()}")
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
                                  monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
     callbacks: list = [checkpoint]
@@ -155,6 +169,7 @@ def run_fit(cfg: RunConfig, source: str | None = None) -> RunResult:
             "best_checkpoint": str(best_ckpt) if best_ckpt else None,
             "best_model_dir": str(best_dir) if best_dir else None,
             "predictions": {k: str(v) for k, v in predictions.items()},
+            "precision": {"value": precision.precision, "requested": precision.requested, "why": precision.reason},
             "agora": agora_callback.report() if agora_callback is not None else {"enabled": False},
         })
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))

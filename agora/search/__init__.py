@@ -48,18 +48,21 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
     from agora import rundir
     from agora.tasks import load_task
 
+    from agora.trainer import with_resolved_precision
+
     source = source or "<recipe>"
+    cfg, precision = with_resolved_precision(cfg, announce=None)  # once, for every fit of the search
     p = plan(cfg, source)
     card = load_task(cfg.task)
     check_e_fits(cfg, card, source)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    progress(p.text(cfg))
+    progress(p.text(cfg) + f"\n  {precision.line()}")
     state_path, added_path = run_dir / "search" / "state.json", run_dir / "search" / "added.jsonl"
     state = load_state(state_path, cfg, run_dir) or new_state(cfg, p)
     if state["fits"]:
         progress(f"[search] resuming {run_dir}: {state['fits']} fits done, {len(state['rounds'])} round(s) started")
     rundir.write_config(run_dir, cfg.to_dict(), f"# resolved recipe from {source}; rerun (resumes) with: "
-                                                f"agora-finetune {run_dir}/config.yaml")
+                                                f"agora-finetune {run_dir}/config.yaml\n# {precision.line()}")
     expander = None
     if cfg.agora.enabled:
         from agora.search.grow import TeacherExpander
@@ -92,7 +95,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
                     shutil.rmtree(fit["model_dir"], ignore_errors=True)
 
     run_rounds(cfg, p, state, runner or LocalRunner(), make_trial, expander, save, progress, keep_one_export)
-    return finish(cfg, card, run_dir, state, p, source, progress)
+    return finish(cfg, card, run_dir, state, p, source, progress, precision)
 
 
 def split_sizes(cfg: RunConfig, card) -> tuple[int, int]:
@@ -149,7 +152,7 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def finish(cfg: RunConfig, card, run_dir: Path, state: dict, p: Plan, source: str, progress) -> SearchResult:
+def finish(cfg: RunConfig, card, run_dir: Path, state: dict, p: Plan, source: str, progress, precision) -> SearchResult:
     """Copy the best student's export and predictions to the run dir, write metrics, report, summary."""
     from agora import rundir
     from agora.search.report import write_report
@@ -177,6 +180,7 @@ def finish(cfg: RunConfig, card, run_dir: Path, state: dict, p: Plan, source: st
         "task": card.name, "main_metric": dev_metric, "main_score": best["dev_score"], "final": scores,
         "best_model_dir": str(best_dir) if best_dir.is_dir() else None,
         "predictions": {k: str(v) for k, v in predictions.items()},
+        "precision": {"value": precision.precision, "requested": precision.requested, "why": precision.reason},
         "search": {"best": best, "selection_metric": selection, "eval_on": cfg.agora.eval_on,
                    "agora": cfg.agora.enabled, "rounds": len(state["rounds"]), "fits": state["fits"],
                    "epochs": state["epochs"], "stopped": state["stopped"], "generated_rows": state["d_rows"],

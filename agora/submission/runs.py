@@ -169,9 +169,11 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
         ds = load_split(key_card, key.split("/")[-1], root, cfg.data.source, cache)
         dm.add_split(key, ds, key_card, predict=True)
     module = AgoraModule(model, card, cfg, [], dm.predict_names)
-    trainer_cfg = run.recipe.get("trainer") or {}
+    from agora.precision import resolve_trainer
+
+    trainer_cfg, _ = resolve_trainer(run.recipe.get("trainer") or {})
     trainer = L.Trainer(
-        accelerator=trainer_cfg.get("accelerator", "auto"), devices=1, precision=trainer_cfg.get("precision"),
+        accelerator=trainer_cfg.get("accelerator", "auto"), devices=1, precision=trainer_cfg["precision"],
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         use_distributed_sampler=False, default_root_dir=str(run.path),
     )
