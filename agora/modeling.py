@@ -172,4 +172,8 @@ def build_model(model_cfg: ModelConfig, card: TaskCard, seed: int = 0) -> torch.
                     param.zero_()
     if model_cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if model_cfg.first_token_last_layer:
+        from agora.first_token import first_token_last_layer
+
+        first_token_last_layer(model)
     return model.train()  # from_pretrained returns eval mode; Lightning keeps each module's mode
