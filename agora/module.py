@@ -181,13 +181,28 @@ class AgoraModule(L.LightningModule):
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if any(k in name for k in NO_DECAY) else decay).append(param)
+        # fused: one kernel for every parameter (10x faster than the per-tensor loop for BORT's 56M on a CPU);
+        # not with a gradient scaler (16-mixed), whose unscaling must come before clipping
+        scaler = getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None)
+        fused = self.device.type in ("cpu", "cuda") and scaler is None
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=opt.lr, eps=opt.eps, betas=opt.betas,
+            lr=opt.lr, eps=opt.eps, betas=opt.betas, fused=fused or None,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(opt.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's mixed-precision plugin refuses to clip for a fused optimizer, in case a scaler
+        unscales inside ``step``; the optimizer is fused only without a scaler, so clip as usual."""
+        if gradient_clip_val and optimizer.defaults.get("fused"):
+            from lightning.pytorch.plugins.precision import Precision
+
+            Precision.clip_gradients(self.trainer.precision_plugin, optimizer, gradient_clip_val,
+                                     gradient_clip_algorithm or "norm")
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["agora_recipe"] = self.cfg.to_dict()

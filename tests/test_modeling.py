@@ -92,9 +92,10 @@ def test_optimiser_groups_and_lr_scaled_decay(tiny_bort):
     assert all("LayerNorm" in names[id(p)] or names[id(p)].endswith("bias") for p in no_decay["params"])
     assert not any("LayerNorm" in names[id(p)] or names[id(p)].endswith("bias") for p in decay["params"])
     assert decay["weight_decay"] == 2.0 and no_decay["weight_decay"] == 0.0 and opt.defaults["eps"] == 1e-6
+    assert opt.defaults["fused"]  # one kernel for all parameters on a CPU (no gradient scaler here)
     # torch's AdamW decay is decoupled and lr-scaled: one step with zero gradient shrinks w by lr*wd
     p = torch.nn.Parameter(torch.ones(3))
-    step = torch.optim.AdamW([p], lr=0.1, weight_decay=2.0, eps=1e-6)
+    step = torch.optim.AdamW([p], lr=0.1, weight_decay=2.0, eps=1e-6, fused=True)
     p.grad = torch.zeros(3)
     step.step()
     assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.1 * 2.0))
