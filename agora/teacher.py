@@ -277,6 +277,9 @@ class Teacher:
             model = auto.from_pretrained(self.path, config=self._config)
         except OSError as err:
             raise self._load_error(err) from err
+        from agora.first_token import first_token_last_layer
+
+        first_token_last_layer(model)  # exact: only the token the head reads is computed in the last layer
         self.model = model.to(self.device).eval().requires_grad_(False)
 
     def attach_cache(self, cache_dir: str | os.PathLike | None) -> None:
@@ -358,39 +361,51 @@ class Teacher:
         return raw @ self.columns if self.columns is not None else raw
 
     def _forward(self, inputs: list[Segments]) -> np.ndarray:
-        """Run the model on distinct inputs, batched by arity and length; rows in input order."""
+        """Run the model on distinct inputs; rows in input order. Inputs are tokenized once, sorted by
+        token length and cut into batches padded to their longest row (length-bucketed)."""
         import torch
 
         self.load()
-        order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), -sum(map(len, inputs[i]))))
         out: list[np.ndarray | None] = [None] * len(inputs)
-        with torch.inference_mode():
-            start = 0
-            while start < len(order):
-                arity = len(inputs[order[start]])
-                batch = [i for i in order[start : start + self.batch_size] if len(inputs[i]) == arity]
-                rows = self._run([inputs[i] for i in batch])
-                for i, row in zip(batch, rows):
-                    out[i] = row
-                self.forward_calls += len(batch)
-                start += len(batch)
+        for arity in sorted({len(seg) for seg in inputs}):
+            positions = [i for i, seg in enumerate(inputs) if len(seg) == arity]
+            features = self._encode([inputs[i] for i in positions])
+            lengths = [max(len(f["input_ids"]) for f in row) for row in features]
+            order = sorted(range(len(positions)), key=lambda j: -lengths[j])
+            with torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    batch = order[start : start + self.batch_size]
+                    rows = self._run([features[j] for j in batch])
+                    for j, row in zip(batch, rows):
+                        out[positions[j]] = row
+                    self.forward_calls += len(batch)
         return np.stack(out).astype(np.float32)
 
-    def _run(self, batch: list[Segments]) -> np.ndarray:
-        kw = dict(truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+    def _encode(self, inputs: list[Segments]) -> list[list[dict]]:
+        """Token ids of every input, unpadded: one encoding per input (one per option for multiple choice)."""
+        kw = dict(truncation=True, max_length=self.max_length)
         if self.task_type == "multiple_choice":
-            k = len(batch[0]) - 2
+            k = len(inputs[0]) - 2
             if k < 1:
                 raise ValueError("a multiple-choice input is (context, question, option_1, ..., option_k)")
-            firsts = [seg[0] for seg in batch for _ in range(k)]
-            seconds = [f"{seg[1]} {opt}".strip() for seg in batch for opt in seg[2:]]
+            firsts = [seg[0] for seg in inputs for _ in range(k)]
+            seconds = [f"{seg[1]} {opt}".strip() for seg in inputs for opt in seg[2:]]
             enc = self.tokenizer(firsts, seconds, **kw)
+        else:
+            if len(inputs[0]) > 2:
+                raise ValueError(f"a {self.task_type} input has 1 or 2 segments, got {len(inputs[0])}")
+            k = 1
+            texts = [seg[0] for seg in inputs]
+            enc = self.tokenizer(texts, [seg[1] for seg in inputs] if len(inputs[0]) == 2 else None, **kw)
+        flat = [{name: enc[name][i] for name in enc} for i in range(len(enc["input_ids"]))]
+        return [flat[i * k : (i + 1) * k] for i in range(len(inputs))]
+
+    def _run(self, batch: list[list[dict]]) -> np.ndarray:
+        """Teacher outputs of one batch of encoded inputs, padded to its longest row."""
+        k = len(batch[0])
+        enc = self.tokenizer.pad([f for row in batch for f in row], return_tensors="pt")
+        if self.task_type == "multiple_choice":
             enc = {name: t.view(len(batch), k, -1).to(self.device) for name, t in enc.items()}
             return self.model(**enc).logits.float().softmax(-1).cpu().numpy()
-        if len(batch[0]) > 2:
-            raise ValueError(f"a {self.task_type} input has 1 or 2 segments, got {len(batch[0])}")
-        texts = [seg[0] for seg in batch]
-        pairs = [seg[1] for seg in batch] if len(batch[0]) == 2 else None
-        enc = self.tokenizer(texts, pairs, **kw).to(self.device)
-        logits = self.model(**enc).logits.float()
+        logits = self.model(**enc.to(self.device)).logits.float()
         return (logits if self.task_type == "regression" else logits.softmax(-1)).cpu().numpy()
