@@ -14,6 +14,14 @@ validation each epoch, final validation; no test predictions or export), median 
 
 Prints both wall times and the ratio (Agora / plain), and the ratio of process CPU times (steadier
 on a shared machine); the target is <= 1.25x.
+
+``--search``: Agora's whole cost. The same 2-round search over 4 θs (lr x seed), with Agora on
+and off (the plain arm carves the same E and ranks on the same E_sel), the teacher cache cold
+(a fresh directory per arm), the teacher the student's shape (its labelling of D, of every
+generated row and of the rounds' additions is timed). Prints the wall ratio (target <= 1.3x) and
+where Agora's extra time goes.
+
+    AGORA_DATA_DIR=../shared/data python benches/agora_overhead.py --search    # ~15 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -32,21 +40,24 @@ warnings.filterwarnings("ignore")
 
 
 def save_models(args, work: Path) -> tuple[Path, Path]:
-    """A random BORT-shaped student (or a tiny one) and a tiny random RTE teacher, with the RoBERTa tokenizer."""
+    """A random BORT-shaped student (or a tiny one) and a random RTE teacher, with the RoBERTa tokenizer: tiny
+    for one fit (its cache is warm anyway), the student's shape for ``--search`` (its labelling is timed)."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
     from agora.modeling import bort_config
 
     tokenizer = AutoTokenizer.from_pretrained(Path(args.data_dir) / "tokenizers" / "roberta")
-    student, teacher = work / f"student-{args.shape}", work / "teacher"
+    student = work / f"student-{args.shape}"
+    teacher = work / (f"teacher-{args.shape}" if args.search else "teacher")
     torch.manual_seed(args.seed)
     shape = {} if args.shape == "bort" else dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                                   intermediate_size=37)
     BertModel(bort_config(**shape)).save_pretrained(student)
     tokenizer.save_pretrained(student)
     id2label = {0: "entailment", 1: "not_entailment"}
-    config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    labels = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    config = bort_config(**shape, **labels) if args.search else BertConfig(
+        vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, **labels)
     BertForSequenceClassification(config).save_pretrained(teacher)
     tokenizer.save_pretrained(teacher)
     return student, teacher
@@ -83,6 +94,66 @@ def timed_fit(data: dict) -> tuple[float, dict]:
     return seconds, {"steps": result.history[-1]["step"], "agora": metrics["agora"], "cpu": cpu}
 
 
+def search_recipe(args, work: Path, student: Path, teacher: Path, agora: bool) -> dict:
+    name = "agora" if agora else "plain"
+    out = recipe(args, work, student, teacher, agora, args.train_rows, f"search-{name}")
+    out["search"] = {"space": {"optim.lr": [1e-4, 5e-5], "seed": [0, 1]}, "max_rounds": 2, "max_replays": 0,
+                     "min_prune_fraction": 0.25}
+    out["data"]["cache_dir"] = str(work / "data-cache")
+    if agora:
+        out["teacher"]["cache_dir"] = str(work / f"teacher-cache-{time.time_ns()}")  # cold
+    return out
+
+
+def run_search_arm(data: dict) -> tuple[float, dict]:
+    import shutil
+
+    from agora.config import validate_recipe
+    from agora.search import run_search
+
+    shutil.rmtree(data["output"]["dir"], ignore_errors=True)
+    start = time.perf_counter()
+    result = run_search(validate_recipe(data, source="benches/agora_overhead.py --search"), progress=lambda _: None)
+    return time.perf_counter() - start, result.state
+
+
+def where_agora_time_goes(run_dir: Path, state: dict) -> dict[str, float]:
+    """Seconds of the Agora arm spent on Agora's own work, read from its fits' and rounds' reports."""
+    scoring_d = callback = 0.0
+    for trial in sorted((run_dir / "trials").glob("*/metrics.json")):
+        report = json.loads(trial.read_text())["agora"]
+        scoring_d += (report.get("teacher") or {}).get("seconds", 0.0)
+        callback += sum(e.get("seconds", 0.0) for e in report.get("epochs", []))
+    growing = sum((r.get("added") or {}).get("seconds", 0.0) for r in state["rounds"])
+    return {"teacher scores D at each fit's start": scoring_d, "callback (expand, label, reweight) per epoch": callback,
+            "search grows D between rounds": growing}
+
+
+def search_main(args, work: Path, student: Path, teacher: Path) -> None:
+    arms = {"plain": search_recipe(args, work, student, teacher, False),
+            "agora": search_recipe(args, work, student, teacher, True)}
+    # untimed: the tokenization cache (both arms read the same slices)
+    first = {**arms["plain"], "search": {**arms["plain"]["search"], "max_rounds": 1, "space": {"seed": [0]}}}
+    run_search_arm(first)
+    times, states = {}, {}
+    for name, data in arms.items():
+        times[name], states[name] = run_search_arm(data)
+    fits = {name: state["fits"] for name, state in states.items()}
+    assert fits["plain"] == fits["agora"], fits
+    print(f"\nRTE, {args.shape} student and teacher, 2-round search over 4 θs ({fits['plain']} fits each), "
+          f"{args.epochs} epochs per fit, cold teacher cache, {torch.get_num_threads()} threads")
+    print(f"plain search: wall {times['plain']:7.1f} s")
+    print(f"Agora search: wall {times['agora']:7.1f} s ({states['agora']['teacher_calls']} teacher forward passes "
+          f"growing D between rounds; {states['agora']['d_rows']} rows added)")
+    extra = times["agora"] - times["plain"]
+    print(f"Agora's extra time: {extra:.1f} s, of which:")
+    for what, seconds in where_agora_time_goes(Path(arms["agora"]["output"]["dir"]), states["agora"]).items():
+        print(f"  {what}: {seconds:.1f} s")
+    print("  (the rest: evaluating E_gen every epoch, the distillation loss, loading the teacher and the "
+          "search's data module)")
+    print(f"ratio: {times['agora'] / times['plain']:.2f}x wall (target <= 1.3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("AGORA_DATA_DIR", "../shared/data"))
@@ -95,6 +166,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/agora-overhead")
+    parser.add_argument("--search", action="store_true", help="Agora's whole cost: a 2-round search, cold teacher cache")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -104,6 +176,8 @@ def main() -> None:
 
     work = Path(args.work)
     student, teacher = save_models(args, work)
+    if args.search:
+        return search_main(args, work, student, teacher)
     d_rows = args.train_rows - default_e_size(args.train_rows, args.eval_rows)  # |D| once E is carved out
     arms = {"plain": recipe(args, work, student, teacher, False, d_rows, "plain"),
             "agora": recipe(args, work, student, teacher, True, args.train_rows, "agora")}

@@ -9,6 +9,8 @@ its Arrow cache (shared with the fits' callbacks), so an input is scored once ac
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from agora.config import RunConfig
@@ -69,7 +71,7 @@ class TeacherExpander:
             counts = np.bincount(np.asarray(d_labels, np.int64), minlength=card.num_labels)
             prior = counts / counts.sum()
         names = card.labels if card.labels else [str(i) for i in range(card.num_labels)]
-        calls = self.teacher.forward_calls
+        calls, start = self.teacher.forward_calls, time.perf_counter()
         result = expand(inputs, idx, labels, self.teacher.score, generator=acfg.generator,
                         n_per_source=acfg.variants_per_mistake, seed=self.cfg.seed, key=key,
                         settings=acfg.generator_settings, min_confidence=acfg.min_teacher_confidence,
@@ -84,4 +86,5 @@ class TeacherExpander:
                               "source_idx": int(source), "key": key})
         stats = dict(result.stats)
         stats["teacher_calls"] = self.teacher.forward_calls - calls
+        stats["seconds"] = round(time.perf_counter() - start, 3)
         return stats
