@@ -34,17 +34,8 @@ def _fits(state) -> list[tuple]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here and in the CLI's process: on 2 shared cores, 2 spinning OpenMP threads
-    make a tiny model's step ~80x slower (measured: 1.67 s vs 0.02 s)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    yield
 
 
 @pytest.fixture(scope="module")
