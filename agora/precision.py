@@ -47,11 +47,16 @@ class Capabilities:
 
     @property
     def cpu_bf16(self) -> bool:
-        return self.cpu_avx512_bf16 or self.cpu_amx
+        """Native bf16 that torch's CPU kernels use: AVX512-BF16 or AMX, with torch running its AVX512
+        kernels (``ATEN_CPU_CAPABILITY=avx2`` on such a CPU leaves bf16 emulated, as on an AVX2 CPU)."""
+        in_use = not self.cpu_capability or self.cpu_capability.upper().startswith("AVX512")
+        return (self.cpu_avx512_bf16 or self.cpu_amx) and in_use
 
     def cpu_words(self) -> str:
         """The CPU in a few words, for messages and reports: "AVX512 with AVX512-BF16"."""
         extra = [name for name, has in (("AVX512-BF16", self.cpu_avx512_bf16), ("AMX", self.cpu_amx)) if has]
+        if extra and not self.cpu_bf16:
+            return f"{self.cpu_capability} kernels (the CPU's {' and '.join(extra)} unused)"
         base = self.cpu_capability or "unknown vector unit"
         return f"{base} with {' and '.join(extra)}" if extra else f"{base} without AVX512-BF16 or AMX"
 

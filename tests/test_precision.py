@@ -31,6 +31,8 @@ MAC = P.Capabilities(mps=True)
     (VOLTA, "auto", "16-mixed"),
     (AMPERE, "cpu", "32-true"),          # a GPU machine told to train on its AVX2 CPU
     (MAC, "auto", "32-true"),
+    # ATEN_CPU_CAPABILITY=avx2 on a CPU with AVX512-BF16: torch's kernels cannot use its bf16
+    (P.Capabilities(cpu_capability="AVX2", cpu_avx512_bf16=True), "auto", "32-true"),
 ])
 def test_auto_resolves_per_machine(caps, accelerator, expected):
     resolved = P.resolve_precision("auto", accelerator, caps)
@@ -48,7 +50,9 @@ def test_detect_asks_torch_at_the_boundary(monkeypatch):
     assert caps == AVX2
     assert P.resolve_precision("auto").precision == "32-true"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert P.detect().cpu_amx and P.resolve_precision("auto").precision == "bf16-mixed"
+    assert P.detect().cpu_amx and P.resolve_precision("auto").precision == "32-true"  # AVX2 kernels in use
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert P.resolve_precision("auto").precision == "bf16-mixed"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert P.resolve_precision("auto").precision == "16-mixed"
