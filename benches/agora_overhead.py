@@ -44,7 +44,7 @@ def save_models(args, work: Path) -> tuple[Path, Path]:
     for one fit (its cache is warm anyway), the student's shape for ``--search`` (its labelling is timed)."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
-    from agora.modeling import bort_config
+    from agora.fit.model import bort_config
 
     tokenizer = AutoTokenizer.from_pretrained(Path(args.data_dir) / "tokenizers" / "roberta")
     student = work / f"student-{args.shape}"
@@ -85,10 +85,10 @@ def recipe(args, work: Path, student: Path, teacher: Path, agora: bool, train_ro
 
 def timed_fit(data: dict) -> tuple[float, dict]:
     from agora.config import validate_recipe
-    from agora.trainer import run_fit
+    from agora.trainer import AgoraTrainer
 
     start, cpu = time.perf_counter(), time.process_time()
-    result = run_fit(validate_recipe(data, source="benches/agora_overhead.py"))
+    result = AgoraTrainer(validate_recipe(data, source="benches/agora_overhead.py")).fit()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     return seconds, {"steps": result.history[-1]["step"], "agora": metrics["agora"], "cpu": cpu}
@@ -172,7 +172,7 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args.data_dir = str(Path(args.data_dir).resolve())
 
-    from agora.evalset import default_e_size
+    from agora.data.evalset import default_e_size
 
     work = Path(args.work)
     student, teacher = save_models(args, work)

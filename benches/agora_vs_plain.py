@@ -3,7 +3,7 @@
 Teacher S: all-MiniLM-L6-v2 fine-tuned on the task by this framework (Agora off) on a teacher slice of
 train. Student f0: MiniLM's first ``--student-layers`` (2) encoder layers plus a fresh head. Every task runs
 in the scarce setting: the student's training file holds D (500 rows) + E (400 rows; E = E_gen + E_sel,
-carved by ``agora.evalset`` with the same ``trial.e_seed`` for every arm, Agora on or off), and the teacher
+carved by ``agora.data.evalset`` with the same ``trial.e_seed`` for every arm, Agora on or off), and the teacher
 trains on a disjoint slice of train (up to 4,000 rows). Slices, teachers and fits are named by the plan, so
 a changed plan never reuses another plan's files.
 
@@ -158,8 +158,8 @@ def slice_files(plan: TaskPlan, data_dir: Path, work: Path, seed: int = 0) -> tu
     import numpy as np
 
     from agora.paths import cache_dir
-    from agora.splits import load_split, local_path
-    from agora.tasks import load_task
+    from agora.data.splits import load_split, local_path
+    from agora.data.cards import load_task
 
     if plan.student_rows is None and plan.teacher_rows is None:
         return None, None
@@ -210,8 +210,8 @@ def dev_file(plan: TaskPlan, work: Path) -> str | None:
     """The held-out dev slice of a task carved from ``plan.pool`` (None: the official dev set)."""
     if not plan.pool:
         return None
-    from agora.splits import local_path
-    from agora.tasks import load_task
+    from agora.data.splits import local_path
+    from agora.data.cards import load_task
 
     suffix = local_path(load_task(plan.task), plan.pool, Path("/")).suffix
     return str(work / "slices" / f"{plan.task}-dev-{plan_key(plan)}{suffix}")
@@ -222,10 +222,10 @@ def majority_scores(plan: TaskPlan, data_dir: Path, student_file: str | None, de
     label (None: regression)."""
     import numpy as np
 
-    from agora.metrics import compute_metrics
+    from agora.data.metrics import compute_metrics
     from agora.paths import cache_dir
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     card = load_task(plan.task)
     if card.format != "classification":
@@ -244,7 +244,7 @@ def build_student(location: str, layers: int, work: Path) -> Path:
     """f0: the pre-trained encoder cut to its first ``layers`` layers, saved with its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
-    from agora.modeling import resolve_location
+    from agora.fit.model import resolve_location
 
     source = resolve_location(location)
     name = location.replace("pkg:", "").replace("/", "_").replace(":", "_").strip("_")
@@ -275,8 +275,8 @@ def common_recipe(plan: TaskPlan, args, run_dir: Path, work: Path) -> dict:
 def teacher_e_size(plan: TaskPlan, args) -> int:
     """The teacher's own E (its E_sel picks its best epoch): 400 rows, at most a fifth of its rows."""
     from agora.paths import cache_dir
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     card = load_task(plan.task)
     n = plan.teacher_rows or len(load_split(card, card.train_split, args.data_dir, "local", cache_dir(None)))
@@ -287,7 +287,7 @@ def train_teacher(plan: TaskPlan, args, work: Path, teacher_file: str | None) ->
     """S: MiniLM fine-tuned on the teacher slice with Agora off at each lr of ``plan.teacher_lrs``; each
     keeps its best epoch by an E_sel carved from its own slice, and the lr with the best E_sel score is
     kept (never dev). Reused when its run dirs are finished."""
-    from agora.tasks import load_task
+    from agora.data.cards import load_task
 
     card = load_task(plan.task)
     tried = [_train_teacher_at(plan, args, work, teacher_file, lr) for lr in plan.teacher_lrs]
@@ -299,7 +299,7 @@ def train_teacher(plan: TaskPlan, args, work: Path, teacher_file: str | None) ->
 
 def _train_teacher_at(plan: TaskPlan, args, work: Path, teacher_file: str | None, lr: float) -> tuple[Path, dict]:
     from agora.config import validate_recipe
-    from agora.trainer import run_fit
+    from agora.trainer import AgoraTrainer
 
     run_dir = work / "teachers" / f"{plan.task}-{plan_key(plan)}-ep{plan.teacher_epochs}-lr{lr:g}"
     metrics = run_dir / "metrics.json"
@@ -316,7 +316,7 @@ def _train_teacher_at(plan: TaskPlan, args, work: Path, teacher_file: str | None
             recipe["data"].setdefault("files", {})["train"] = teacher_file
         start = time.perf_counter()
         print(f"[{plan.task}] training the teacher ({args.teacher}, lr {lr:g}) ...", flush=True)
-        run_fit(validate_recipe(recipe, source="benches/agora_vs_plain.py (teacher)"))
+        AgoraTrainer(validate_recipe(recipe, source="benches/agora_vs_plain.py (teacher)")).fit()
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         (run_dir / "bench.json").write_text(json.dumps({"wall_s": round(time.perf_counter() - start, 1)}))
     data = json.loads(metrics.read_text())
@@ -372,8 +372,8 @@ def teacher_rows_labelled(report: dict) -> int:
 def fit_one(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | None, student_file: str | None,
             arm: str, lr: float, seed: int, n_d: int) -> Fit:
     from agora.config import validate_recipe
-    from agora.tasks import load_task
-    from agora.trainer import run_fit
+    from agora.data.cards import load_task
+    from agora.trainer import AgoraTrainer
 
     card = load_task(plan.task)
     run_dir = work / "runs" / plan.task / arm / f"lr{lr:g}-s{seed}"
@@ -384,7 +384,7 @@ def fit_one(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | Non
         if run_dir.exists():
             shutil.rmtree(run_dir)
         start = time.perf_counter()
-        result = run_fit(cfg)
+        result = AgoraTrainer(cfg).fit()
         wall = time.perf_counter() - start
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -415,7 +415,7 @@ def fit_rounds(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | 
     other arm's). Its steps, teacher rows and wall time are the whole search's."""
     from agora.config import validate_recipe
     from agora.search import run_search
-    from agora.tasks import load_task
+    from agora.data.cards import load_task
 
     card = load_task(plan.task)
     run_dir = work / "runs" / plan.task / arm / f"r{args.rounds}-s{seed}"
@@ -440,13 +440,13 @@ def fit_rounds(plan: TaskPlan, args, work: Path, student: Path, teacher: Path | 
             rows += teacher_rows_labelled(report)
             generated += report.get("generated", 0)
         state = result.state
-        added = state.get("d_rows", 0)
+        added = state.d_rows
         done.write_text(json.dumps({
             "dev": result.main_score, "dev_all": result.scores, "e_sel": result.selection_score, "steps": steps,
-            "teacher_calls": state.get("teacher_calls", 0), "teacher_rows": rows + added,
+            "teacher_calls": state.teacher_calls, "teacher_rows": rows + added,
             "generated": generated + added, "wall_s": round(wall, 1),
-            "search": {"fits": state.get("fits"), "rounds": len(state.get("rounds", [])),
-                       "best_lr": state["best"]["theta"], "d_added": added}}))
+            "search": {"fits": state.fits, "rounds": len(state.rounds), "best_lr": state.best.theta,
+                       "d_added": added}}))
     data = json.loads(done.read_text())
     data.pop("search", None)
     return Fit(arm=arm, lr=0.0, seed=seed, **data)
@@ -471,11 +471,11 @@ def _same_recipe(run_dir: Path, wanted: dict) -> bool:
 
 
 def d_rows(plan: TaskPlan, data_dir: Path, student_file: str | None, dev: str | None) -> int:
-    """|D| of every student fit: the student's training rows minus E (carved as :mod:`agora.evalset` does)."""
-    from agora.evalset import default_e_size
+    """|D| of every student fit: the student's training rows minus E (carved as :mod:`agora.data.evalset` does)."""
+    from agora.data.evalset import default_e_size
     from agora.paths import cache_dir
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     card = load_task(plan.task)
     n = len(load_split(card, card.train_split, data_dir, "local", cache_dir(None), student_file))
@@ -738,7 +738,7 @@ def main(argv=None) -> list[TaskResult]:
             teacher, info = Path(args.teacher_checkpoint), {"final": {}, "wall_s": None}
         else:
             teacher, info = train_teacher(plan, args, work, teacher_file)
-        from agora.tasks import load_task
+        from agora.data.cards import load_task
 
         card = load_task(task)
         key = f"{card.select_split}/{card.main_metric}"

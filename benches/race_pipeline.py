@@ -2,7 +2,7 @@
 
 RACE has 87,866 training questions on 25,137 articles, 4 options per question, so every question
 is 4 sequences (article | question with the option) of up to ``--max-length`` tokens. This measures each
-stage of the pipeline of :mod:`agora.splits` / :mod:`agora.datamodule` on the real files:
+stage of the pipeline of :mod:`agora.data.splits` / :mod:`agora.data.datamodule` on the real files:
 
 1. parse: the per-article JSON files into an Arrow table (``load_split``, fresh cache);
 2. tokenize: the multiple-choice encoding (article tokenized once per question, truncated,
@@ -57,10 +57,10 @@ def main(argv=None) -> None:
     import numpy as np
 
     from agora.config import validate_recipe
-    from agora.datamodule import TaskDataModule
-    from agora.modeling import single_sep_tokenizer
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import single_sep_tokenizer
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     datasets.disable_progress_bars()
     from transformers import AutoTokenizer
@@ -138,7 +138,7 @@ def main(argv=None) -> None:
 
 def card_encode(dm, sample, card):
     """Our encoding of ``sample`` without the cache (what stage 2 does inside ``Dataset.map``)."""
-    from agora.formats import format_of
+    from agora.data.formats import format_of
 
     batch = sample.to_dict()
     for start in range(0, len(sample), 1000):
@@ -151,7 +151,7 @@ def model_step_rate(loader, steps: int) -> float:
     import torch
     from transformers import BertForMultipleChoice
 
-    from agora.modeling import bort_config
+    from agora.fit.model import bort_config
 
     torch.manual_seed(0)
     model = BertForMultipleChoice(bort_config()).train()

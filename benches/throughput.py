@@ -13,7 +13,7 @@ weights; data: the real MRPC pairs (train for training and labelling, dev for ev
 - **Evaluation**: ``Trainer.evaluate`` (pad to 128) against this framework's validation loop,
   the MRPC dev set, same eval batch size and precision.
 - **Teacher labelling** (fp32): a ``transformers.pipeline("text-classification")`` over the pairs
-  against :class:`agora.teacher.Teacher` (``inference_mode``, length-sorted batches), cold cache,
+  against :class:`agora.method.teacher.Teacher` (``inference_mode``, length-sorted batches), cold cache,
   same batch size.
 
     AGORA_DATA_DIR=../shared/data python benches/throughput.py              # fp32, and bf16 where the CPU has it natively
@@ -50,7 +50,7 @@ ABLATIONS = [  # (name, the setting changed) - one at a time, everything else as
 
 
 def cpu_name() -> str:
-    from agora.precision import detect
+    from agora.fit.precision import detect
 
     name = platform.processor() or platform.machine()
     try:
@@ -66,7 +66,7 @@ def cpu_name() -> str:
 def make_model(seed: int):
     from transformers import BertForSequenceClassification
 
-    from agora.modeling import bort_config
+    from agora.fit.model import bort_config
 
     torch.manual_seed(seed)
     id2label = {0: "not_equivalent", 1: "equivalent"}
@@ -132,10 +132,10 @@ def _framework(args, model_dir: Path, precision: str, **changes):
     import lightning as L
 
     from agora.config import validate_recipe
-    from agora.datamodule import TaskDataModule
-    from agora.modeling import build_model, load_tokenizer
-    from agora.module import AgoraModule
-    from agora.tasks import load_task
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import build_model, load_tokenizer
+    from agora.fit.module import AgoraModule
+    from agora.data.cards import load_task
 
     s = {**OURS, **changes}
     cfg = validate_recipe(_recipe(args, model_dir, precision, **changes), source="benches/throughput.py")
@@ -190,8 +190,8 @@ def eval_ours(args, model_dir: Path, precision: str) -> float:
 def _hf_data(args, tokenizer_dir: Path, split: str):
     from transformers import AutoTokenizer
 
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     raw = load_split(load_task("mrpc"), split, Path(args.data_dir), "local")
@@ -243,9 +243,9 @@ def labelling(args, work: Path) -> tuple[float, float, int]:
     """Rows/s of a transformers pipeline and of agora's Teacher (cold cache), fp32, same pairs and batch."""
     from transformers import pipeline
 
-    from agora.splits import load_split
-    from agora.tasks import load_task
-    from agora.teacher import Teacher
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
+    from agora.method.teacher import Teacher
 
     raw = load_split(load_task("mrpc"), "train", Path(args.data_dir), "local").select(range(args.label_rows))
     pairs = list(zip(raw["text_a"], raw["text_b"]))
@@ -286,7 +286,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from agora.precision import detect
+    from agora.fit.precision import detect
 
     tokenizer_dir = Path(args.data_dir) / "tokenizers" / "roberta"
     work = Path(args.work)

@@ -28,14 +28,48 @@ def data_dir() -> Path:
     return path
 
 
+SENTENCES = [
+    "The cat sat on the mat.", "A man is playing a guitar on the stage.", "Two dogs run across the green field.",
+    "The company reported higher profits this year.", "She said the meeting was moved to Monday.",
+    "Hello world, this is a small test of the tokenizer.", "The film was not good, but the music was great.",
+    "Scientists found water on a distant planet.", "The children are reading books in the library.",
+    "He bought a new car after the old one broke down.", "It is raining, so the game is cancelled.",
+    "The president visited the city on Friday.", "A woman is slicing an onion in the kitchen.",
+    "The price of oil rose by ten percent.", "Nobody knows where the treasure is hidden.",
+]
+"""What the tiny tokenizer is trained on, and the pairs pure unit tests feed their models."""
+
+
+def build_tiny_tokenizer(out: Path) -> Path:
+    """A byte-level BPE with RoBERTa's special tokens (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3,
+    ``<mask>`` 4) and its pair template, trained in a second on :data:`SENTENCES`: what unit tests use
+    where the real RoBERTa files (in the data dir) are not needed."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(SENTENCES, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(out))
+    RobertaTokenizerFast(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt")).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
-def roberta_tokenizer_dir(data_dir: Path) -> Path:
-    return data_dir / "tokenizers" / "roberta"
+def roberta_tokenizer_dir(tmp_path_factory) -> Path:
+    """The RoBERTa tokenizer files of the data dir; without ``AGORA_DATA_DIR``, a tiny byte-level BPE
+    with the same special tokens and pair template (:func:`build_tiny_tokenizer`), so unit tests of
+    models, teachers and generators run anywhere."""
+    if DATA_DIR:
+        return Path(DATA_DIR) / "tokenizers" / "roberta"
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 @pytest.fixture(scope="session")
 def tiny_bort(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
-    """A BORT-shaped encoder scaled down (2 layers, hidden 32), random weights, RoBERTa tokenizer.
+    """A BORT-shaped encoder scaled down (2 layers, hidden 32), random weights, RoBERTa tokenizer (or
+    the tiny one, without the data dir: see :func:`roberta_tokenizer_dir`).
 
     Same vocabulary handling as BORT (50265 tokens, pad id 1, no token types), saved like a
     hub checkpoint so it loads through ``from_pretrained`` exactly as ``amazon/bort`` would.
@@ -43,7 +77,7 @@ def tiny_bort(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertModel
 
-    from agora.modeling import bort_config
+    from agora.fit.model import bort_config
 
     out = tmp_path_factory.mktemp("tiny_bort")
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from agora.atomic import atomic_write
+from agora.files import atomic_write
 
 
 def test_text_bytes_and_writer(tmp_path):

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import agora.trainer
+import agora.fit.run
 from agora.config import validate_recipe
 from agora.errors import ModelError, RecipeError
-from agora.expand import AgoraWarning
-from agora.teacher import ModelNotFoundError
-from agora.trainer import run_fit
+from agora.method.expand import AgoraWarning
+from agora.method.teacher import ModelNotFoundError
+from agora.trainer import AgoraTrainer
 from conftest import tiny_recipe
 
 AGORA = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_mistake": 4,
@@ -36,7 +36,7 @@ def _recipe(tiny_bort, data_dir, out, teacher, agora=None, **sections):
 
 
 def _fit(recipe):
-    return run_fit(validate_recipe(recipe))
+    return AgoraTrainer(validate_recipe(recipe)).fit()
 
 
 def _agora(run) -> dict:
@@ -118,25 +118,25 @@ def test_require_agreement_keeps_only_rows_the_teacher_labels_as_their_source(tm
     assert first["agreement"] < 1.0
 
 
-def test_training_loss_distils_soft_rows_and_weights(tiny_bort, tmp_path, data_dir):
-    from agora.distill import distillation_loss
-    from agora.module import AgoraModule
-    from agora.tasks import load_task
+def test_training_loss_distils_soft_rows_and_weights():
+    """The loss Agora gives the module: an explicit spec, no recipe read inside."""
+    from agora.fit.module import HardLabelLoss
+    from agora.method.distill import DistillationLoss, DistillSpec, distillation_loss
 
-    cfg = validate_recipe(tiny_recipe(tiny_bort, data_dir, tmp_path, agora={"enabled": True, "alpha": 0.3, "temperature": 3.0,
-                                                                             "expand_every_n_epochs": 0},
-                                      teacher={"path": str(tiny_bort)}))
-    module = AgoraModule(torch.nn.Linear(1, 1), load_task("rte"), cfg)
+    loss_fn = DistillationLoss(DistillSpec(alpha=0.3, temperature=3.0, generated_targets="soft"), regression=False)
     logits = torch.randn(4, 2)
     batch = {"labels": torch.tensor([0, 1, 1, 0]), "weight": torch.tensor([1.0, 2.0, 0.5, 1.0]),
              "teacher_probs": torch.tensor([[0.8, 0.2], [float("nan")] * 2, [0.3, 0.7], [0.6, 0.4]]),
              "is_generated": torch.tensor([False, False, True, True])}
-    loss, per = module.training_loss(logits, batch)
+    loss, per = loss_fn(logits, batch)
     want, want_per = distillation_loss(logits, batch["labels"], batch["teacher_probs"], torch.tensor([True, False, True, True]),
                                        0.3, 3.0, batch["weight"], torch.tensor([False, False, True, True]))
     assert torch.allclose(loss, want) and torch.allclose(per, want_per)
     plain = {"labels": batch["labels"]}
-    assert torch.allclose(module.training_loss(logits, plain)[0], torch.nn.functional.cross_entropy(logits, batch["labels"]))
+    ce = torch.nn.functional.cross_entropy(logits, batch["labels"])
+    assert torch.allclose(loss_fn(logits, plain)[0], ce) and torch.allclose(HardLabelLoss(False)(logits, plain)[0], ce)
+    hard = DistillationLoss(DistillSpec(alpha=0.3, temperature=3.0, generated_targets="hard"), regression=False)
+    assert not torch.allclose(hard(logits, batch)[1][2:], per[2:])  # generated rows keep their hard-label term
 
 
 class _Stop(Exception):
@@ -158,18 +158,18 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, tiny_bor
     _fit(_recipe(tiny_bort, data_dir, whole, tiny_teacher, agora_settings, output={"predict": False, "export": False}))
 
     stopped = tmp_path / "stopped"
-    original = agora.trainer._trainer_kwargs
+    original = agora.fit.run._trainer_kwargs
 
     def crashing(*args):
         kwargs = original(*args)
         return {**kwargs, "callbacks": kwargs["callbacks"] + [_CrashAt(2)]}
 
-    monkeypatch.setattr(agora.trainer, "_trainer_kwargs", crashing)
+    monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", crashing)
     recipe = _recipe(tiny_bort, data_dir, stopped, tiny_teacher, agora_settings, output={"predict": False, "export": False})
     with pytest.raises(_Stop):
         _fit(recipe)
     assert len(_callback_state(stopped / "checkpoints" / "last.ckpt")["epochs_done"]) == 2
-    monkeypatch.setattr(agora.trainer, "_trainer_kwargs", original)
+    monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", original)
     recipe["output"]["resume_from"] = "last"
     _fit(recipe)
 
@@ -218,23 +218,59 @@ def test_bad_settings_fail_before_training(tmp_path, data_dir, tiny_bort, tiny_t
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_callback_state_round_trips(tmp_path, data_dir, tiny_bort, tiny_teacher):
-    from agora.callback import AgoraCallback
-    from agora.tasks import load_task
+def _training_set(d_idx, names=("entailment", "not_entailment")):
+    """A TrainingSet over a fake D whose tokenizer keeps only idx (enough for state and positions)."""
+    import datasets
 
-    cfg = validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher))
-    a = AgoraCallback(cfg, load_task("rte"))
-    a.gen_inputs, a.gen_labels = [("a b", "c"), ("d", "e f")], [0, 1]
-    a.gen_probs = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
-    a.gen_sources, a.gen_epochs, a.weights = np.array([3, 4]), np.array([0, 0]), np.array([1.0, 0.5, 1.5])
-    a.epochs_done, a.history = [0], [{"epoch": 0, "kept": np.int64(2)}]
+    from agora.method.expand import Sources
+    from agora.method.training_set import TrainingSet
+
+    d = Sources(np.asarray(d_idx, np.int64), [(f"row {i}",) for i in d_idx], np.zeros(len(d_idx), np.int64))
+    tokens = datasets.Dataset.from_dict({"idx": list(d.idx)})
+    tokenize = lambda idx, inputs, labels: datasets.Dataset.from_dict({"idx": [int(i) for i in idx]})  # noqa: E731
+    return TrainingSet(d, tokens, tokenize, list(names))
+
+
+def test_training_set_and_callback_state_round_trip(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    from agora.data.cards import load_task
+    from agora.method.callback import AgoraCallback
+    from agora.method.expand import Expansion
+
+    a = _training_set([5, 1, 3])
+    a.add(Expansion([("a b", "c"), ("d", "e f")], np.array([3, 1]), np.array([[0.9, 0.1], [0.2, 0.8]], np.float32),
+                    np.array([0, 1]), {}), epoch=0)
+    a.weights = np.array([1.0, 0.5, 1.5, 1.0, 1.0])
     path = tmp_path / "state.pt"
     torch.save(a.state_dict(), path)
-    b = AgoraCallback(cfg, load_task("rte"))
+    b = _training_set([5, 1, 3])
     b.load_state_dict(torch.load(path, weights_only=True))
     assert b.gen_inputs == a.gen_inputs and b.gen_labels == a.gen_labels and b.digest() == a.digest()
     assert np.array_equal(b.gen_probs, a.gen_probs) and np.array_equal(b.weights, a.weights)
-    assert b.epochs_done == [0] and b.history == [{"epoch": 0, "kept": 2}]
+    assert b.dataset()["idx"] == [5, 1, 3, b.base, b.base + 1] and len(b) == 5 and b.epoch_size == 3
+    cols = b.columns  # what the loader serves with each row
+    assert cols["is_generated"].tolist() == [False] * 3 + [True] * 2 and cols["weight"].tolist() == [1, 0.5, 1.5, 1, 1]
+    assert np.isnan(cols["teacher_probs"][:3]).all() and cols["teacher_probs"][3].tolist() == pytest.approx([0.9, 0.1])
+    assert [r["label"] for r in b.generated_rows()] == ["entailment", "not_entailment"]
+    # the callback's own state (epochs done, the per-epoch report) round-trips beside it
+    cfg = validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher))
+    cb = AgoraCallback(cfg, load_task("rte"))
+    cb.epochs_done, cb.history = [0], [{"epoch": 0, "kept": np.int64(2)}]
+    torch.save(cb.state_dict(), path)
+    again = AgoraCallback(cfg, load_task("rte"))
+    again.load_state_dict(torch.load(path, weights_only=True))
+    assert again.epochs_done == [0] and again.history == [{"epoch": 0, "kept": 2}]
+
+
+def test_generated_rows_never_take_the_idx_of_a_row_of_d():
+    """D may hold rows generated in an earlier round (idx >= GENERATED_IDX_BASE): new rows go after them."""
+    from agora.method.training_set import GENERATED_IDX_BASE, generated_base
+
+    assert generated_base(np.array([4, 0, 7])) == GENERATED_IDX_BASE
+    rows = _training_set([9, 2, GENERATED_IDX_BASE + 1, GENERATED_IDX_BASE])  # two rows of a previous round
+    assert rows.base == GENERATED_IDX_BASE + 2
+    rows.gen_inputs = [("x",), ("y",)]
+    idx = np.array([GENERATED_IDX_BASE, 2, rows.base + 1, GENERATED_IDX_BASE + 1, rows.base, 9])
+    assert rows.positions(idx).tolist() == [3, 1, 5, 2, 4, 0]
 
 
 def _save_teacher(path, roberta_tokenizer_dir, kind):
@@ -270,16 +306,3 @@ def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tin
         assert all(len(r["inputs"]) == 4 and r["inputs"][1] == "" and len(r["teacher_probs"]) == 2 for r in rows)
         assert sum(report["epochs"][0]["label_balance"].values()) == report["epochs"][0]["kept"]
 
-
-def test_generated_rows_never_take_the_idx_of_a_row_of_d(tmp_path, data_dir, tiny_bort, tiny_teacher):
-    """D may hold rows generated in an earlier round (idx >= GENERATED_IDX_BASE): new rows go after them."""
-    from agora.callback import GENERATED_IDX_BASE, AgoraCallback, generated_base
-    from agora.tasks import load_task
-
-    cb = AgoraCallback(validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher)), load_task("rte"))
-    assert generated_base(np.array([4, 0, 7])) == GENERATED_IDX_BASE
-    cb.d_idx = np.array([9, 2, GENERATED_IDX_BASE + 1, GENERATED_IDX_BASE])  # two rows of a previous round
-    cb.gen_base = generated_base(cb.d_idx)
-    assert cb.gen_base == GENERATED_IDX_BASE + 2
-    idx = np.array([GENERATED_IDX_BASE, 2, cb.gen_base + 1, GENERATED_IDX_BASE + 1, cb.gen_base, 9])
-    assert cb._positions(idx).tolist() == [3, 1, 5, 2, 4, 0]

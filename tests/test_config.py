@@ -7,7 +7,7 @@ import pytest
 from agora.config import RunConfig, apply_overrides, load_recipe, validate_recipe
 from agora.errors import RecipeError
 from agora.paths import RECIPES_DIR
-from agora.tasks import load_task
+from agora.data.cards import load_task
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from agora.datamodule import Collator, LengthBucketSampler
+from agora.data.datamodule import Collator, LengthBucketSampler
 
 
 def _lengths(n=1000, seed=0):
@@ -71,9 +71,9 @@ def test_collator_pads_dynamically():
 
 def test_tokenization_is_cached_by_fingerprint(data_dir, tiny_bort):
     from agora.config import validate_recipe
-    from agora.datamodule import TaskDataModule
-    from agora.modeling import load_tokenizer
-    from agora.tasks import load_task
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import load_tokenizer
+    from agora.data.cards import load_task
 
     cfg = validate_recipe({"task": "sst2", "model": {"name": str(tiny_bort)}, "data": {"dir": str(data_dir)}})
     tok, _ = load_tokenizer(cfg.model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agora.distill import distillation_loss, regression_distillation_loss, validate_distill_settings
+from agora.method.distill import distillation_loss, regression_distillation_loss, validate_distill_settings
 
 LOGITS = torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]])
 LABELS = torch.tensor([0, 2])

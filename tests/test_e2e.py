@@ -55,8 +55,8 @@ def test_cli_rte_end_to_end_and_export_reproduces_dev_score(tmp_path, data_dir, 
     # the export: plain transformers reproduces the dev score
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     model = AutoModelForSequenceClassification.from_pretrained(run / "best").eval()
     tok = AutoTokenizer.from_pretrained(run / "best")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from agora.errors import RecipeError
-from agora.evalset import default_e_size, split_e
-from agora.expand import AgoraWarning, balance_mask, expand, find_mistakes
+from agora.data.evalset import default_e_size, split_e
+from agora.method.expand import AgoraWarning, balance_mask, expand, find_mistakes
 
 SOURCES = [("the cat sat on the mat today", "a cat sat"), ("dogs bark at night in the town", "dogs are loud"),
            ("rain fell all day long here", "it was wet"), ("she reads a book every evening", "she reads")]

@@ -5,7 +5,7 @@ import torch
 from transformers import (BertConfig, BertForMultipleChoice, BertForSequenceClassification, DistilBertConfig,
                           DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
 
-from agora.first_token import first_token_last_layer
+from agora.fit.first_token import first_token_last_layer
 
 SMALL = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=64)

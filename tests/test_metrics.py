@@ -1,4 +1,4 @@
-"""Tests for agora.metrics: real GLUE/SuperGLUE labels vs scikit-learn/scipy, hand-computed cases."""
+"""Tests for agora.data.metrics: real GLUE/SuperGLUE labels vs scikit-learn/scipy, hand-computed cases."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from agora.metrics import METRIC_NAMES, compute_metrics, main_metric_direction, normalize_answer
+from agora.data.metrics import METRIC_NAMES, compute_metrics, main_metric_direction, normalize_answer
 
 
 def _data_dir() -> Path:

@@ -5,8 +5,8 @@ import torch
 
 from agora.config import ModelConfig, OptimConfig, validate_recipe
 from agora.errors import ModelError
-from agora.modeling import bort_config, build_model, load_tokenizer, resolve_location
-from agora.tasks import load_task
+from agora.fit.model import bort_config, build_model, load_tokenizer, resolve_location
+from agora.data.cards import load_task
 
 
 def test_bort_shape():
@@ -21,7 +21,9 @@ def test_bort_pairs_use_a_single_separator_and_survive_export(tiny_bort, tmp_pat
     tok, fmt = load_tokenizer(ModelConfig(name=str(tiny_bort)))
     assert fmt == "single_sep"
     ids = tok("Hello world", "Second one")["input_ids"]
-    assert ids == [0, 31414, 232, 2, 32703, 65, 2]  # <s> A </s> B </s>
+    a, b = (tok(t, add_special_tokens=False)["input_ids"] for t in ("Hello world", "Second one"))
+    assert ids == [tok.bos_token_id, *a, tok.eos_token_id, *b, tok.eos_token_id]  # <s> A </s> B </s>
+    assert tok.bos_token_id == 0 and tok.eos_token_id == 2
     assert "token_type_ids" not in tok("a", "b")
     tok.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path)("Hello world", "Second one")["input_ids"] == ids
@@ -32,7 +34,8 @@ def test_bort_pairs_use_a_single_separator_and_survive_export(tiny_bort, tmp_pat
 def test_pair_format_can_be_forced(tiny_bort):
     tok, fmt = load_tokenizer(ModelConfig(name=str(tiny_bort), pair_format="tokenizer"))
     assert fmt == "tokenizer"
-    assert tok("Hello world", "Second one")["input_ids"] == [0, 31414, 232, 2, 2, 32703, 65, 2]
+    a, b = (tok(t, add_special_tokens=False)["input_ids"] for t in ("Hello world", "Second one"))
+    assert tok("Hello world", "Second one")["input_ids"] == [0, *a, 2, 2, *b, 2]  # RoBERTa's own <s> A </s></s> B </s>
 
 
 def test_head_is_fresh_and_labels_are_named(tiny_bort):
@@ -75,7 +78,7 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
 
 
 def test_optimiser_groups_and_lr_scaled_decay(tiny_bort):
-    from agora.module import AgoraModule
+    from agora.fit.module import AgoraModule
 
     cfg = validate_recipe({"task": "rte", "model": {"name": str(tiny_bort)}, "optim": {"lr": 0.1, "weight_decay": 2.0}})
     model = build_model(cfg.model, load_task("rte"))

@@ -2,7 +2,7 @@
 
 Building a real wheel needs the network for build isolation, so these tests check the two things
 that can go wrong: pyproject.toml forgetting a package or data file, and the installed layout
-(``agora/tasks``, ``agora/recipes`` as package data next to the ``agora.tasks`` module) not
+(``agora/tasks``, ``agora/recipes`` as package data beside the ``agora`` package's modules) not
 resolving shipped names from a foreign working directory.
 """
 
@@ -45,9 +45,9 @@ def test_installed_layout_finds_shipped_recipes_from_any_directory(tmp_path):
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     code = (
-        "import sys, agora.paths, agora.tasks\n"
+        "import sys, agora.paths, agora.data.cards\n"
         "print('TASKS', agora.paths.TASKS_DIR)\n"
-        "print('CARD', agora.tasks.load_task('mnli').path)\n"
+        "print('CARD', agora.data.cards.load_task('mnli').path)\n"
         "from agora.cli import main\n"
         "sys.exit(main(['rte', '--print-config']))\n"
     )

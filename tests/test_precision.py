@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from agora import precision as P
+from agora.fit import precision as P
 from agora.config import load_recipe
 from agora.paths import RECIPES_DIR
 from conftest import tiny_recipe
@@ -89,14 +89,14 @@ def test_no_warning_where_the_precision_fits(caps, trainer):
 
 def test_a_fit_prints_and_saves_the_resolved_precision(tmp_path, data_dir, tiny_bort, monkeypatch, capsys):
     from agora.config import validate_recipe
-    from agora.trainer import run_fit
+    from agora.trainer import AgoraTrainer
 
     monkeypatch.setattr(P, "detect", lambda: AVX2)
     recipe = tiny_recipe(tiny_bort, data_dir, tmp_path / "run",
                          trainer={"max_epochs": 1, "precision": "auto"},
                          data={"max_train_samples": 32, "max_eval_samples": 16},
                          output={"dir": str(tmp_path / "run"), "predict": False, "export": False})
-    run_fit(validate_recipe(recipe))
+    AgoraTrainer(validate_recipe(recipe)).fit()
     out = capsys.readouterr().out
     assert "precision: auto -> 32-true (CPU, AVX2 without AVX512-BF16 or AMX)" in out.splitlines()[0]
     config_text = (tmp_path / "run" / "config.yaml").read_text()
@@ -111,8 +111,8 @@ def test_bf16_fit_clips_gradients_with_the_fused_optimizer(tmp_path, data_dir, t
     """Lightning's mixed-precision plugin refuses to clip for a fused optimizer; without a scaler (bf16)
     the module clips itself: the run finishes, the optimizer is fused and the gradients are clipped."""
     from agora.config import validate_recipe
-    from agora.module import AgoraModule
-    from agora.trainer import run_fit
+    from agora.fit.module import AgoraModule
+    from agora.trainer import AgoraTrainer
 
     seen = {"fused": [], "norm": []}
     clip = AgoraModule.configure_gradient_clipping
@@ -130,6 +130,6 @@ def test_bf16_fit_clips_gradients_with_the_fused_optimizer(tmp_path, data_dir, t
                          output={"dir": str(tmp_path / "run"), "predict": False, "export": False})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", P.PrecisionWarning)
-        run_fit(validate_recipe(recipe))
+        AgoraTrainer(validate_recipe(recipe)).fit()
     assert seen["fused"] and all(f is True for f in seen["fused"])
     assert max(seen["norm"]) <= 0.01 + 1e-4

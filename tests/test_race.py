@@ -11,9 +11,9 @@ import pytest
 from conftest import tiny_recipe
 
 from agora.errors import DataError
-from agora.race import fill_blank
-from agora.splits import load_split
-from agora.tasks import load_task
+from agora.data.readers.race import fill_blank
+from agora.data.splits import load_split
+from agora.data.cards import load_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -31,7 +31,7 @@ def test_race_cards_are_shipped_and_valid():
         assert card.eval_splits == ["validation", "test"]  # test answers are public: scored too
         assert card.prediction_fields == ["id", "question_idx"]
         assert card.hub.path == "ehovy/race" and card.hub.name == {"race": "all", "race-m": "middle", "race-h": "high"}[name]
-    from agora.modeling import model_class
+    from agora.fit.model import model_class
 
     assert model_class(load_task("race")).__name__ == "AutoModelForMultipleChoice"
 
@@ -66,21 +66,23 @@ def test_rows_fill_the_blank_and_keep_ids(data_dir):
 
 def test_article_is_truncated_never_the_question_or_option(tiny_bort):
     from agora.config import ModelConfig
-    from agora.formats import format_of
-    from agora.modeling import load_tokenizer
+    from agora.data.formats import format_of
+    from agora.fit.model import load_tokenizer
 
     tokenizer, _ = load_tokenizer(ModelConfig(name=str(tiny_bort)))
     card = load_task("race")
     article = " ".join(f"word{i}" for i in range(300))
     choices = [fill_blank("The writer thinks _ matters most.", o) for o in ("time", "money", "a long answer " * 5, "d")]
-    out = format_of(card).encode(tokenizer, card, {"text_a": [article], "choices": [choices]}, 64)
+    # room for the longest question-with-option and some of the article, whatever the tokenizer
+    max_length = max(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in choices) + 16
+    out = format_of(card).encode(tokenizer, card, {"text_a": [article], "choices": [choices]}, max_length)
     ids = out["input_ids"][0]
-    assert len(ids) == 4 and all(len(seq) == 64 for seq in ids) and out["length"] == [64]
+    assert len(ids) == 4 and all(len(seq) == max_length for seq in ids) and out["length"] == [max_length]
     for seq, choice in zip(ids, choices):
         option = tokenizer(choice, add_special_tokens=False)["input_ids"]
         assert seq[-len(option) - 1 : -1] == option, "the question with its option is whole"
         # identical to what the tokenizer itself gives for the pair, truncating the first segment only
-        assert seq == tokenizer(article, choice, truncation="only_first", max_length=64)["input_ids"]
+        assert seq == tokenizer(article, choice, truncation="only_first", max_length=max_length)["input_ids"]
 
 
 # -- bad input: clear errors naming the file and the record ----------------------------------------
@@ -165,8 +167,8 @@ def test_hub_gives_the_rows_of_the_original_files(tmp_path, monkeypatch):
 
 def test_tokenized_split_is_cached_and_memory_mapped(tmp_path, tiny_bort):
     from agora.config import validate_recipe
-    from agora.datamodule import TaskDataModule
-    from agora.modeling import load_tokenizer
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import load_tokenizer
 
     cfg = validate_recipe({"task": "race", "model": {"name": str(tiny_bort)},
                            "data": {"dir": str(FIXTURES), "cache_dir": str(tmp_path), "max_length": 64}})

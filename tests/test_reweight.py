@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from agora.reweight import example_weights, weight_stats
+from agora.method.reweight import example_weights, weight_stats
 
 RNG = np.random.default_rng(0)
 LOSS = RNG.exponential(size=50)

@@ -10,9 +10,11 @@ import pytest
 
 from agora.config import validate_recipe
 from agora.errors import RecipeError
-from agora.search.loop import new_state, plan, run_rounds
-from agora.search.runner import Trial, TrialResult, diverged
+from agora.search.plan import plan
+from agora.search.rounds import Rounds
 from agora.search.space import common_prefix, max_fits, prune, thetas
+from agora.search.state import SearchState
+from agora.search.trial import Trial, TrialResult, diverged
 
 GRID = {"optim.lr": [1e-4, 1e-5], "seed": [0, 1]}
 
@@ -77,14 +79,18 @@ def test_max_fits_counts_replays_and_least_pruning():
 # ------------------------------------------------------------------ the rounds on a fake runner
 
 class FakeRunner:
-    """Scores from ``table[(θ values..., seed)]``; records every trial."""
+    """Scores from ``table[(θ values..., seed)]`` (its ``read``); records every trial."""
 
     def __init__(self, table, mistakes=(1, 2), fail=()):
         self.table, self.mistakes, self.fail, self.trials = table, list(mistakes), set(fail), []
 
-    def run(self, trial: Trial) -> TrialResult:
-        self.trials.append(trial)
-        key = (trial.recipe["optim"]["lr"], trial.recipe["seed"])
+    def run(self, trials, done) -> None:
+        for trial in trials:
+            self.trials.append(trial)
+            done(trial, None)
+
+    def read(self, trial: Trial) -> TrialResult:
+        key = (trial.cfg.optim.lr, trial.cfg.seed)
         if key in self.fail:
             return TrialResult(None, None, {}, [], 0, 1, failed="diverged: training loss nan at epoch 0")
         score = self.table[key]
@@ -101,20 +107,27 @@ class FakeExpander:
         return {"kept": len(mistakes), "teacher_calls": len(mistakes)}
 
 
+def _new_state(p):
+    return SearchState(fingerprint="x", names=p.names, thetas=[list(t) for t in p.thetas],
+                       remaining=list(range(len(p.thetas))))
+
+
+def _make_trial(p):
+    def make_trial(rnd, tid):
+        cfg = p.space.thetas[tid].cfg
+        name = f"r{rnd.round}.{rnd.replay}-t{tid}"
+        return Trial(name, tid, cfg.model_copy(update={"seed": cfg.seed + rnd.seed_offset}), Path("/nonexistent") / name)
+
+    return make_trial
+
+
 def _run(cfg, runner, expander=None):
     p = plan(cfg, "test.yaml")
-    state = new_state(cfg, p)
-    saved = []
-
-    def make_trial(rnd, tid):
-        recipe = {**p.recipes[tid]}
-        recipe["seed"] = recipe["seed"] + rnd["seed_offset"]
-        name = f"r{rnd['round']}.{rnd['replay']}-t{tid}"
-        return Trial(name, recipe, Path("/nonexistent") / name)
-
-    lines = []
-    run_rounds(cfg, p, state, runner, make_trial, expander, lambda st: saved.append(st["fits"]), lines.append)
-    return state, saved, lines
+    state = _new_state(p)
+    saved, lines = [], []
+    Rounds(cfg, p, state, runner, _make_trial(p), expander, lambda st: saved.append(st.fits), lines.append,
+           read=runner.read).run()
+    return state.model_dump(mode="json"), saved, lines
 
 
 TABLE = {(1e-4, 0): 0.70, (1e-4, 1): 0.60, (1e-5, 0): 0.50, (1e-5, 1): 0.65}
@@ -143,7 +156,7 @@ def test_replay_when_the_best_did_not_improve_with_fresh_seeds():
     decisions = [(r["round"], r["replay"], r["decision"], r["improved"]) for r in state["rounds"]]
     # round 1 (lr 1e-4, seeds 0, 1) ties 0.70: replay 1 with seeds +1000 improves (0.75), then it prunes
     assert decisions == [(0, 0, "prune", True), (1, 0, "replay", False), (2, 1, "prune", True)]
-    assert [t.recipe["seed"] for t in runner.trials[-2:]] == [1000, 1001]
+    assert [t.cfg.seed for t in runner.trials[-2:]] == [1000, 1001]
     assert state["rounds"][1]["removed"] == {} and state["best"]["trial"] == "r2.1-t1"
     assert state["stopped"] == "Θ is empty"
 
@@ -175,31 +188,59 @@ def test_stops_when_e_gen_has_no_mistakes_and_when_the_budget_is_spent():
     assert state["fits"] == 4 and state["stopped"] == "max_rounds (1) reached"
 
 
-def test_resuming_a_state_skips_finished_fits():
+def test_resuming_a_state_skips_finished_fits(tmp_path):
     cfg = _cfg({"max_replays": 0})
     p = plan(cfg)
-    state = new_state(cfg, p)
+    state = _new_state(p)
 
     class Crash(Exception):
         pass
 
     class Crashing(FakeRunner):
-        def run(self, trial):
-            if len(self.trials) == 5:
-                raise Crash
-            return super().run(trial)
-
-    def make_trial(rnd, tid):
-        return Trial(f"r{rnd['round']}.{rnd['replay']}-t{tid}", {**p.recipes[tid]}, Path("/x"))
+        def run(self, trials, done):
+            for trial in trials:
+                if len(self.trials) == 5:
+                    raise Crash
+                self.trials.append(trial)
+                done(trial, None)
 
     first = Crashing(TABLE)
+    path = tmp_path / "state.json"
     with pytest.raises(Crash):
-        run_rounds(cfg, p, state, first, make_trial, None, lambda st: None, lambda line: None)
-    assert state["fits"] == 5
+        Rounds(cfg, p, state, first, _make_trial(p), None, lambda st: st.save(path), lambda line: None,
+               read=first.read).run()
+    state = SearchState.load(path, "x", tmp_path)  # what a rerun reads
+    assert state.fits == 5
     again = FakeRunner(TABLE)
-    run_rounds(cfg, p, state, again, make_trial, None, lambda st: None, lambda line: None)
-    assert [t.name for t in again.trials] == ["r1.0-t1"] and state["fits"] == 6
-    assert state == _run(cfg, FakeRunner(TABLE))[0]
+    Rounds(cfg, p, state, again, _make_trial(p), None, lambda st: None, lambda line: None, read=again.read).run()
+    assert [t.name for t in again.trials] == ["r1.0-t1"] and state.fits == 6
+    assert state.model_dump(mode="json") == _run(cfg, FakeRunner(TABLE))[0]
+
+
+def test_state_files_of_another_search_or_not_a_state_fail_clearly(tmp_path):
+    path = tmp_path / "state.json"
+    SearchState(fingerprint="abc", names=["seed"], thetas=[[0]], remaining=[0]).save(path)
+    assert SearchState.load(path, "abc", tmp_path).names == ["seed"]
+    with pytest.raises(RecipeError, match="holds a different search"):
+        SearchState.load(path, "other", tmp_path)
+    path.write_text('{"rounds": "not a list"}')
+    with pytest.raises(RecipeError, match=r"state\.json is not a search state this version can read"):
+        SearchState.load(path, "abc", tmp_path)
+
+
+def test_a_state_file_of_the_first_version_loads():
+    """state.json as the untyped first version wrote it (a round still running, no decision yet)."""
+    old = {"version": 1, "fingerprint": "f", "names": ["seed"], "thetas": [[0], [1]], "remaining": [0, 1],
+           "rounds": [{"round": 0, "replay": 0, "seed_offset": 0, "thetas": [0, 1], "done": False,
+                       "best_before": None, "d_rows": 0,
+                       "fits": {"0": {"trial": "r0.0-t0", "theta": 0, "round": 0, "replay": 0, "seed": 0,
+                                      "score": 0.5, "dev_score": 0.4, "failed": None, "mistakes": [3],
+                                      "e_gen_rows": 10, "epochs": 2, "model_dir": None,
+                                      "scores": {"e_sel/accuracy": 0.5}}}}],
+           "best": {"trial": "r0.0-t0", "theta": 0, "round": 0, "score": 0.5, "dev_score": 0.4, "model_dir": None},
+           "fits": 1, "epochs": 2, "d_rows": 0, "teacher_calls": 0, "stopped": None}
+    state = SearchState.model_validate(old)
+    assert state.rounds[0].fits["0"].mistakes == [3] and state.rounds[0].decision is None and state.best.score == 0.5
 
 
 def test_diverged():
@@ -239,7 +280,7 @@ def test_bad_space_fails_naming_the_file_and_key(tmp_path, search, match):
 
 def test_bad_values_and_budgets_fail_before_any_fit():
     with pytest.raises(RecipeError, match=r"(?s)search θ lr=-1.*optim\.lr.*greater than 0.*fix the value in search\.space"):
-        plan(_cfg({"space": {"optim.lr": [1e-4, -1]}}), "x.yaml")
+        _cfg({"space": {"optim.lr": [1e-4, -1]}})  # every θ is validated where the recipe enters
     with pytest.raises(RecipeError, match=r"x\.yaml: search\.budget\.max_epochs 1 is smaller than one fit \(2 epochs"):
         plan(_cfg({"budget": {"max_epochs": 1}}), "x.yaml")
     with pytest.raises(RecipeError, match=r"the budget \(3 fits\) is smaller than round 0 \(4 θs"):
@@ -279,8 +320,7 @@ def test_shipped_bort_recipes_search_the_readme_grid_within_a_printed_budget():
 def test_report_marks_the_paper_faithful_variant(tmp_path):
     from agora.search.report import write_report
 
-    state = {"names": ["seed"], "thetas": [[0]], "rounds": [], "best": None, "stopped": "Θ is empty",
-             "fits": 0, "epochs": 0, "d_rows": 0, "teacher_calls": 0}
+    state = SearchState(fingerprint="x", names=["seed"], thetas=[[0]], remaining=[], stopped="Θ is empty")
     summary = {"task": "rte", "eval_on": "dev", "selection": "validation/accuracy", "dev_metric": "validation/accuracy",
                "dev_score": 0.6, "agora": True, "d_original": 100}
     text = write_report(tmp_path, state, summary, "plan").read_text()

@@ -103,6 +103,7 @@ def test_search_run_dir_holds_the_best_student_report_and_plots(searched):
 
 def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, tiny_bort, tiny_teacher, data_dir):
     from agora.config import validate_recipe
+    from agora.method.extension import agora_extension
     from agora.search import LocalRunner, run_search
 
     recipe, reference, _ = searched
@@ -116,14 +117,15 @@ def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, t
         """Dies in the middle of round 1's second fit (after 5 finished fits)."""
 
         def __init__(self, n):
+            super().__init__(extend=agora_extension)
             self.n, self.done = n, 0
 
-        def run(self, trial):
+        def run_one(self, trial):
             if self.done == self.n:
                 (trial.run_dir / "partial").mkdir(parents=True)
                 raise Killed
             self.done += 1
-            return super().run(trial)
+            return super().run_one(trial)
 
     cfg = validate_recipe(recipe)
     with pytest.raises(Killed):

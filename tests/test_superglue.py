@@ -10,9 +10,9 @@ import pytest
 from conftest import tiny_recipe
 
 from agora.errors import DataError
-from agora.metrics import compute_metrics
-from agora.splits import load_split
-from agora.tasks import available_tasks, load_task
+from agora.data.metrics import compute_metrics
+from agora.data.splits import load_split
+from agora.data.cards import available_tasks, load_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUPERGLUE = ["boolq", "cb", "copa", "multirc", "record", "superglue-rte", "wic", "wsc", "axb", "axg"]
@@ -347,7 +347,7 @@ def test_train_and_predict_end_to_end(tmp_path, data_dir, tiny_bort, task):
 
     if task == "multirc":  # nested per paragraph; F1a and EM recomputed from the file
         answers = [(p["idx"], q["idx"], a) for p in dev for q in p["passage"]["questions"] for a in q["answers"]]
-        from agora.formats import format_of
+        from agora.data.formats import format_of
 
         root = _data_root(tmp_path, data_dir, task)
         whole = {s: format_of(card).whole_groups(load_split(card, s, root, "local", tmp_path / "c"), n)
@@ -402,7 +402,7 @@ def test_shipped_recipe_runs_as_written(tmp_path, data_dir, tiny_bort):
 
 def test_record_and_multirc_formats_by_hand():
     """Best candidate per query (ReCoRD) and the nested, re-assembled MultiRC rows, from given logits."""
-    from agora.formats import format_of
+    from agora.data.formats import format_of
 
     record = load_task("record")
     logits = np.array([[0, 1], [0, 3], [0, 0], [2, 0], [0, 1]], dtype=float)  # P(gold) grows with column 1 - column 0
@@ -432,7 +432,7 @@ def test_record_and_multirc_formats_by_hand():
 @pytest.mark.parametrize("task, keys", [("multirc", ("paragraph_idx", "question_idx")), ("record", ("query_idx",))])
 def test_sample_limits_keep_questions_whole(data_dir, tmp_path, task, keys):
     """``data.max_*_samples`` cuts after the last answer of a question (a query's last candidate)."""
-    from agora.formats import format_of
+    from agora.data.formats import format_of
 
     card = load_task(task)
     ds = _fewglue(data_dir, task, tmp_path)

@@ -7,8 +7,8 @@ import datasets
 import pytest
 
 from agora.errors import DataError, TaskError
-from agora.splits import load_split
-from agora.tasks import available_tasks, load_task
+from agora.data.splits import load_split
+from agora.data.cards import available_tasks, load_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GLUE = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"]

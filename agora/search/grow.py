@@ -1,82 +1,53 @@
 """Growing D between rounds: the best student's mistakes on E_gen -> G -> teacher -> filters.
 
-The expansion step is :func:`agora.expand.expand`, the same pure function the in-run callback
-uses, with the same settings (``agora.generator``, ``variants_per_mistake``,
-``min_teacher_confidence``, ``balance_generated``, ``expand_from``). The teacher scores through
-its Arrow cache (shared with the fits' callbacks), so an input is scored once across rounds,
-θs, replays and reruns. Variants already in D, in D's additions or in E are dropped.
+The expansion step is :class:`agora.method.expand.Expander`, the one the in-run callback uses, with
+the same settings (``agora.generator``, ``variants_per_mistake``, ``min_teacher_confidence``,
+``require_agreement``, ``balance_generated``, ``expand_from``). The teacher scores through its
+Arrow cache (shared with the fits' callbacks), so an input is scored once across rounds, θs,
+replays and reruns. Variants already in D, in D's additions or in E are dropped.
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
+from agora.config import RunConfig, TrialConfig
+from agora.data.datamodule import TaskDataModule
+from agora.data.cards import load_task
+from agora.fit.model import load_tokenizer
+from agora.method.expand import Expander, Sources, known_inputs
+from agora.method.teacher import attach_teacher, build_teacher
 
-from agora.config import RunConfig
+ADDED_IDX_BASE = 1 << 32
+"""D's additions get idx ``ADDED_IDX_BASE + j``: above any dataset idx, below the callback's
+generated rows (:data:`agora.method.training_set.GENERATED_IDX_BASE`), so a fit treats them as rows of D."""
 
 
-class TeacherExpander:
+class Grower:
     """Holds D's additions (``rows``, as written to ``<run>/search/added.jsonl``) and grows them.
 
     E is carved exactly as the fits carve it (same data module, same ``e_seed``).
     """
 
     def __init__(self, cfg: RunConfig, e_seed: int, rows: list[dict] | None = None):
-        from agora.callback import build_teacher
-        from agora.config import validate_recipe
-        from agora.datamodule import TaskDataModule
-        from agora.modeling import load_tokenizer
-        from agora.paths import cache_dir
-        from agora.tasks import load_task
-
         self.cfg, self.card = cfg, load_task(cfg.task)
         self.regression = self.card.format == "regression"
         tokenizer, _ = load_tokenizer(cfg.model)
-        from agora.search.loop import trial_base
-
-        fit_cfg = validate_recipe({**trial_base(cfg), "trial": {"e_seed": e_seed}})
+        fit_cfg = cfg.model_copy(update={"search": None, "trial": TrialConfig(e_seed=e_seed)})
         self.dm = TaskDataModule(fit_cfg, self.card, tokenizer).load(predict=False)
-        self.teacher = build_teacher(cfg, self.card)
-        self.teacher.attach_cache(cfg.teacher.cache_dir or cache_dir(cfg.data.cache_dir) / "teacher")
-        if cfg.teacher.device != "auto":
-            self.teacher.device = cfg.teacher.device
-        else:
-            import torch
-
-            self.teacher.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.teacher = attach_teacher(build_teacher(cfg, self.card), cfg)
+        self.expander = Expander(cfg.agora, self.card, self.teacher.score, cfg.seed)
         self.rows: list[dict] = list(rows or [])
 
     def grow(self, mistakes: list[int], key: str) -> dict:
         """Append the kept variants of this round's sources to ``rows``; returns the expansion stats
-        (plus ``teacher_calls``)."""
-        from agora.expand import expand
-        from agora.search.loop import ADDED_IDX_BASE
-
-        acfg, card = self.cfg.agora, self.card
-        train = card.train_split
-        if acfg.expand_from == "train":
-            idx, inputs, labels = self.dm.inputs(train)
-        else:
-            idx, inputs, labels = self.dm.inputs("e_gen")
-            if acfg.expand_from == "mistakes":
-                keep = np.isin(idx, np.asarray(mistakes, dtype=np.int64))
-                idx, inputs, labels = idx[keep], [x for x, k in zip(inputs, keep) if k], labels[keep]
-        seen = {tuple(r["inputs"]) for r in self.rows}
-        d_labels = self.dm.inputs(train)[2]
-        for name in (train, "e_gen", "e_sel"):
-            seen.update(self.dm.inputs(name)[1])
-        prior = None
-        if acfg.balance_generated and not self.regression:
-            counts = np.bincount(np.asarray(d_labels, np.int64), minlength=card.num_labels)
-            prior = counts / counts.sum()
-        names = card.labels if card.labels else [str(i) for i in range(card.num_labels)]
+        (plus ``teacher_calls`` and ``seconds``)."""
+        d = Sources.of(self.dm, self.card.train_split)
+        sources = self.expander.sources(Sources.of(self.dm, "e_gen"), d, mistakes)
+        seen = known_inputs(self.dm, [r["inputs"] for r in self.rows])
         calls, start = self.teacher.forward_calls, time.perf_counter()
-        result = expand(inputs, idx, labels, self.teacher.score, generator=acfg.generator,
-                        n_per_source=acfg.variants_per_mistake, seed=self.cfg.seed, key=key,
-                        settings=acfg.generator_settings, min_confidence=acfg.min_teacher_confidence,
-                        class_prior=prior, label_names=None if self.regression else names,
-                        regression=self.regression, seen=seen, require_agreement=acfg.require_agreement)
+        result = self.expander(sources, key, seen, d.labels)
+        names = self.expander.names
         first = len(self.rows)
         for j, (variant, label, probs, source) in enumerate(zip(result.variants, result.labels, result.probs,
                                                                 result.source_ids)):

@@ -11,12 +11,13 @@ submission.check("glue.zip")
 ```
 
 Modules: :mod:`~agora.submission.spec` (what each benchmark expects, and the test split each file
-is checked against), :mod:`~agora.submission.formats` (writing and checking one file),
+is checked against), :mod:`~agora.submission.render` (writing and checking one file),
 :mod:`~agora.submission.runs` (finding runs, predicting a missing test split),
-:mod:`~agora.submission.build` (the zip).
+:mod:`~agora.submission.build` (the zip), :mod:`~agora.submission.check` (checking any zip).
 """
 
-from agora.submission.build import SubmissionIncomplete, SubmissionReport, build, check, validate_zip
+from agora.submission.build import SubmissionIncomplete, SubmissionReport, build
+from agora.submission.check import check, validate_zip
 from agora.submission.spec import BENCHMARKS, OFFICIAL_ROWS, SubmissionError, specs_for
 
 __all__ = ["BENCHMARKS", "OFFICIAL_ROWS", "SubmissionError", "SubmissionIncomplete", "SubmissionReport", "build",

@@ -1,4 +1,4 @@
-"""Build a leaderboard zip from finished runs, and check any zip (ours or anyone's).
+"""Build a leaderboard zip from finished runs (:mod:`agora.submission.check` checks any zip).
 
 ``build`` picks, for every file of the benchmark, the run that predicts it (``--run`` overrides
 first, then the runs found under the given paths by task name), reads its saved test predictions
@@ -18,16 +18,15 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agora.atomic import atomic_write
+from agora.files import atomic_write
 from agora.errors import AgoraError
-from agora.submission.formats import check_text, render
+from agora.submission.render import check_text, render
 from agora.submission.runs import Run, discover, open_run, predict, predict_key, saved_name
 from agora.submission.spec import (
     RACE_METRICS_FILE,
     Expected,
     FileSpec,
     SubmissionError,
-    guess_benchmark,
     load_expected,
     norm,
     official,
@@ -264,7 +263,7 @@ def build(
             rows[file] = (predicted[key], f"{target} (predicted now)")
             report.predicted.append(file)
             if save_predictions and (run.path / "config.yaml").is_file() and not target.exists():
-                from agora.rundir import write_predictions
+                from agora.fit.rundir import write_predictions
 
                 try:
                     write_predictions(target, predicted[key])
@@ -342,7 +341,7 @@ def write_zip(out: Path, texts: dict[str, str]) -> None:
     """A flat zip, written to a temporary file beside ``out`` and renamed (atomic).
 
     Entries carry a fixed date and mode 0644, so the same predictions give the same bytes; the
-    zip itself gets the usual permissions (:func:`agora.atomic.atomic_write`).
+    zip itself gets the usual permissions (:func:`agora.files.atomic_write`).
     """
     def write(handle) -> None:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -352,64 +351,3 @@ def write_zip(out: Path, texts: dict[str, str]) -> None:
                 archive.writestr(info, text.encode("utf-8"))
 
     atomic_write(out, write)
-
-
-# -- check ----------------------------------------------------------------------------------------
-def validate_zip(path: str | os.PathLike, benchmark: str | None = None,
-                 data_dir: str | os.PathLike | None = None) -> tuple[SubmissionReport, list[str]]:
-    """Check a submission zip made by anyone; return what it holds and every problem found."""
-    from agora.paths import data_dir as default_data_dir
-
-    path = Path(path).expanduser()
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as err:
-        raise SubmissionError(f"{path}: not a readable zip file ({err})") from None
-    with archive:
-        entries = [i for i in archive.infolist()]
-        names = [i.filename for i in entries if not i.is_dir()]
-        bench = norm(benchmark) if benchmark else guess_benchmark(names)
-        if bench is None:
-            raise SubmissionError(f"{path}: none of its files ({', '.join(names) or 'empty zip'}) belongs to a "
-                                  "GLUE, SuperGLUE or RACE submission; name the benchmark: "
-                                  f"agora-finetune submit glue|superglue|race --check {path}")
-        specs = {s.file: s for s in specs_for(bench)}
-        report = SubmissionReport(benchmark=bench, out=path)
-        problems: list[str] = []
-        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-        for info in entries:
-            if info.is_dir() or "/" in info.filename.strip("/"):
-                problems.append(f"{info.filename}: the zip must be flat (files at the top, no folders)")
-        by_base: dict[str, str] = {}
-        for name in names:
-            base = name.rsplit("/", 1)[-1]
-            if base in by_base:
-                problems.append(f"{base}: appears twice in the zip ({by_base[base]}, {name})")
-                continue
-            by_base[base] = name
-            if base not in specs and not (bench == "race" and base == RACE_METRICS_FILE):
-                problems.append(f"{name}: unexpected file; a {bench} submission holds exactly "
-                                f"{', '.join(specs)}")
-        for file, spec in specs.items():
-            if file not in by_base:
-                problems.append(f"{file}: missing from the zip; add it (predicted by a {spec.card} model: "
-                                f"agora-finetune submit {bench} RUNS... writes it from that run)")
-                continue
-            try:
-                text = archive.read(by_base[file]).decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append(f"{file}: not UTF-8 text")
-                continue
-            expected = _expected(spec, root, "local", report.notes)
-            problems += check_text(spec, text, expected)
-            report.files[file] = max(0, len(text.splitlines()) - (1 if spec.kind.startswith("tsv") else 0))
-    return report, problems
-
-
-def check(path: str | os.PathLike, benchmark: str | None = None,
-          data_dir: str | os.PathLike | None = None) -> SubmissionReport:
-    """Like :func:`validate_zip`, but raises :class:`SubmissionError` listing every problem."""
-    report, problems = validate_zip(path, benchmark, data_dir)
-    if problems:
-        raise _fail(f"{path} is not a valid {report.benchmark} submission", problems, report.notes)
-    return report

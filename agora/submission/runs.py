@@ -1,12 +1,12 @@
 """Finding the run that predicts each benchmark file, and predicting test splits a run lacks.
 
 A *run* is a finished run dir (``metrics.json`` and/or ``best/config.json``; see
-:mod:`agora.rundir`) or a bare exported model (a ``config.json`` with an ``agora`` entry). Its task
+:mod:`agora.fit.rundir`) or a bare exported model (a ``config.json`` with an ``agora`` entry). Its task
 is ``metrics.json``'s ``task``, else the export's ``agora.task``, else ``config.yaml``'s ``task``.
 Saved test predictions are read from ``predictions/``; a missing one is predicted from the
-export with the core pipeline (:class:`~agora.datamodule.TaskDataModule`,
-:class:`~agora.module.AgoraModule`, ``lightning.Trainer.predict``,
-:func:`~agora.rundir.prediction_rows`) and saved where the run would have saved it.
+export with the core pipeline (:class:`~agora.data.datamodule.TaskDataModule`,
+:class:`~agora.fit.module.AgoraModule`, ``lightning.Trainer.predict``,
+:func:`~agora.fit.rundir.prediction_rows`) and saved where the run would have saved it.
 """
 
 from __future__ import annotations
@@ -141,14 +141,14 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
     from transformers import AutoTokenizer
 
     from agora.config import validate_recipe
-    from agora.datamodule import TaskDataModule
-    from agora.modeling import model_class
-    from agora.module import AgoraModule
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import model_class
+    from agora.fit.module import AgoraModule
     from agora.paths import cache_dir
     from agora.paths import data_dir as default_data_dir
-    from agora.rundir import prediction_rows
-    from agora.splits import load_split
-    from agora.tasks import load_task
+    from agora.fit.rundir import prediction_rows
+    from agora.data.splits import load_split
+    from agora.data.cards import load_task
 
     if run.model_dir is None:
         raise SubmissionError(f"run {run} has no exported model (best/) to predict with")
@@ -169,7 +169,7 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
         ds = load_split(key_card, key.split("/")[-1], root, cfg.data.source, cache)
         dm.add_split(key, ds, key_card, predict=True)
     module = AgoraModule(model, card, cfg, [], dm.predict_names)
-    from agora.precision import resolve_trainer
+    from agora.fit.precision import resolve_trainer
 
     trainer_cfg, _ = resolve_trainer(run.recipe.get("trainer") or {})
     trainer = L.Trainer(
@@ -185,7 +185,7 @@ def predict_key(run: Run, spec: FileSpec) -> str:
     """The data-module key of ``spec``'s test split in ``run`` (``test_matched``, ``ax/test``)."""
     if not spec.extra:
         return spec.split
-    from agora.tasks import load_task
+    from agora.data.cards import load_task
 
     for extra in load_task(run.task).extra_test_tasks:
         if norm(extra) in spec.extra:

@@ -1,9 +1,9 @@
 """What each leaderboard expects: one :class:`FileSpec` per file of the zip, and the test split
 every file is checked against.
 
-GLUE's rules come from the task cards (their ``submission: glue:`` sections: file name, split,
-how a label is written; ``predicted_by`` for AX). SuperGLUE's and RACE's live in the tables
-below, keyed by benchmark file, so they do not depend on how their cards are laid out. Sources:
+Every rule comes from the task cards (their ``submission: <benchmark>:`` sections: file name,
+split, how a label is written, the task names a run may carry; ``predicted_by`` for AX, AX-b and
+AX-g; see :func:`_card_spec`): one place per task owns its labels, its metric and its file. Sources:
 the GLUE and SuperGLUE FAQs and the formatters of accepted submissions, summarised in
 ``design/SUBMISSIONS.md``. RACE has no leaderboard server; its file format is our choice.
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agora.errors import AgoraError
+from agora.files import read_jsonl
 
 
 class SubmissionError(AgoraError, ValueError):
@@ -80,7 +81,7 @@ class FileSpec:
     extra: frozenset[str] = frozenset()
     """For test-only tasks predicted by another task's model (AX, AX-b, AX-g): their names."""
     test_card: str | None = None
-    """GLUE: the card whose ``split`` is the test split (loaded with :func:`agora.splits.load_split`)."""
+    """GLUE: the card whose ``split`` is the test split (loaded with :func:`agora.data.splits.load_split`)."""
     test_path: str | None = None
     """SuperGLUE / RACE: the test file (or directory) under the data dir."""
     allowed: tuple = field(default=())
@@ -96,80 +97,73 @@ class FileSpec:
         return key in (norm(self.stem), self.task_key) or key in self.aliases or key in self.extra
 
 
-# -- GLUE: from the task cards -------------------------------------------------------------
-def _glue_specs() -> list[FileSpec]:
-    from agora.tasks import available_tasks, load_task
+# -- the files, from the task cards ----------------------------------------------------------
+ORDER = {
+    "glue": GLUE_ORDER,
+    "superglue": ["BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "ReCoRD.jsonl", "RTE.jsonl", "WiC.jsonl",
+                  "WSC.jsonl", "AX-b.jsonl", "AX-g.jsonl"],
+    "race": ["RACE.jsonl"],
+}
+KIND = {  # (benchmark, the card's ``write``) -> kind of file
+    ("glue", "name"): "tsv-label", ("glue", "score"): "tsv-score",
+    ("superglue", "name"): "label", ("superglue", "index"): "choice", ("superglue", "nested"): "multirc",
+    ("superglue", "entity"): "record", ("race", "letter"): "race",
+}
 
+
+def _card_spec(benchmark: str, card, entry: dict, owner_entry: dict) -> FileSpec:
+    """A card's ``submission: <benchmark>:`` entry as a :class:`FileSpec`.
+
+    Entry keys: ``file``, ``split`` (default ``test``), ``write`` (GLUE ``name`` | ``score`` | a mapping
+    label -> written value; SuperGLUE ``name`` | ``index`` | ``nested`` | ``entity``; RACE ``letter``),
+    ``vocabulary`` (the written labels where they differ from the card's), and on the card whose
+    model predicts the file: ``key`` (the task key of ``--run KEY=DIR``, default its name) and
+    ``aliases`` (other task names its runs may carry); on a test-only card: ``names`` (other names of it).
+    """
+    owner = card.predicted_by or card.name
+    write = entry.get("write", "name" if benchmark != "race" else "letter")
+    key = norm(owner_entry.get("key", owner))
+    aliases = frozenset({norm(owner), *(norm(a) for a in owner_entry.get("aliases", []))})
+    extra = frozenset({norm(card.name), *(norm(n) for n in entry.get("names", []))}) if card.predicted_by else frozenset()
+    split = entry.get("split", "test")
+    mapping, test_card, test_path = None, None, None
+    if isinstance(write, dict):
+        kind, mapping = "tsv-label", {str(k): str(v) for k, v in write.items()}
+        allowed = tuple(dict.fromkeys(mapping.values()))
+    else:
+        kind = KIND[(benchmark, write)]
+        vocabulary = tuple(entry.get("vocabulary") or card.labels or ())
+        allowed = {"tsv-score": (), "choice": tuple(range(card.choices or 2)), "multirc": (0, 1), "record": ()}.get(
+            kind, vocabulary)
+        if kind == "tsv-label":
+            mapping = {n: n for n in card.labels}
+        elif kind == "label":  # label names are matched case-insensitively, written as the card spells them
+            mapping = {str(v).lower(): v for v in allowed}
+    if benchmark == "glue":
+        test_card = card.name
+    else:
+        test_path = f"{card.local.dir}/{card.local.split(split).file}"
+    return FileSpec(benchmark=benchmark, file=entry["file"], task_key=key, card=owner, aliases=aliases, split=split,
+                    kind=kind, write=mapping, extra=extra, test_card=test_card, test_path=test_path, allowed=allowed)
+
+
+def _card_specs(benchmark: str) -> list[FileSpec]:
+    from agora.data.cards import available_tasks, load_task
+
+    cards = [load_task(name) for name in available_tasks()]
+    entries = {c.name: c.submission.get(benchmark) for c in cards}
     specs = []
-    for name in available_tasks():
-        card = load_task(name)
-        if card.benchmark != "glue" or "glue" not in card.submission:
+    for card in cards:
+        entries_of_card = entries[card.name]
+        if card.benchmark != benchmark or not entries_of_card:
             continue
-        entries = card.submission["glue"]
-        for entry in entries if isinstance(entries, list) else [entries]:
-            owner = card.predicted_by or card.name
-            write = entry.get("write", "name")
-            if write == "score":
-                kind, mapping, allowed = "tsv-score", None, ()
-            elif write == "name":
-                kind, mapping = "tsv-label", {n: n for n in card.labels}
-                allowed = tuple(card.labels)
-            else:
-                kind, mapping = "tsv-label", {str(k): str(v) for k, v in write.items()}
-                allowed = tuple(dict.fromkeys(mapping.values()))
-            specs.append(FileSpec(
-                benchmark="glue", file=entry["file"], task_key=norm(owner), card=owner, aliases=frozenset({norm(owner)}),
-                split=entry.get("split", "test"), kind=kind, write=mapping, allowed=allowed,
-                extra=frozenset({norm(card.name)}) if card.predicted_by else frozenset(),
-                test_card=card.name,
-            ))
-    rank = {f: i for i, f in enumerate(GLUE_ORDER)}
+        owner_entry = entries.get(card.predicted_by or card.name) or {}
+        if isinstance(owner_entry, list):
+            owner_entry = owner_entry[0]
+        for entry in entries_of_card if isinstance(entries_of_card, list) else [entries_of_card]:
+            specs.append(_card_spec(benchmark, card, entry, entry if not card.predicted_by else owner_entry))
+    rank = {f: i for i, f in enumerate(ORDER[benchmark])}
     return sorted(specs, key=lambda s: (rank.get(s.file, len(rank)), s.file))
-
-
-# -- SuperGLUE and RACE: tables ------------------------------------------------------------
-# Run task names accepted for each task (normalised). RTE is the SuperGLUE RTE card, not GLUE's.
-SUPERGLUE_RTE = frozenset({"supergluerte", "rtesuperglue", "sgrte", "rtesg"})
-SUPERGLUE_AXB = frozenset({"axb", "superglueaxb", "sgaxb", "axbroadcoverage"})
-SUPERGLUE_AXG = frozenset({"axg", "superglueaxg", "sgaxg", "axwinogender"})
-
-NLI2 = ("entailment", "not_entailment")
-NLI3 = ("entailment", "contradiction", "neutral")
-BOOL_LOWER = ("true", "false")
-BOOL_CAPITAL = ("True", "False")
-
-# file -> (task key, aliases, extra test-only names, kind, written vocabulary, test file)
-SUPERGLUE_TABLE: dict[str, tuple[str, frozenset[str], frozenset[str], str, tuple, str]] = {
-    "BoolQ.jsonl": ("boolq", frozenset({"boolq"}), frozenset(), "label", BOOL_LOWER, "superglue/BoolQ/test.jsonl"),
-    "CB.jsonl": ("cb", frozenset({"cb"}), frozenset(), "label", NLI3, "superglue/CB/test.jsonl"),
-    "COPA.jsonl": ("copa", frozenset({"copa"}), frozenset(), "choice", (0, 1), "superglue/COPA/test.jsonl"),
-    "MultiRC.jsonl": ("multirc", frozenset({"multirc"}), frozenset(), "multirc", (0, 1), "superglue/MultiRC/test.jsonl"),
-    "ReCoRD.jsonl": ("record", frozenset({"record"}), frozenset(), "record", (), "superglue/ReCoRD/test.jsonl"),
-    "RTE.jsonl": ("rte", SUPERGLUE_RTE, frozenset(), "label", NLI2, "superglue/RTE/test.jsonl"),
-    "WiC.jsonl": ("wic", frozenset({"wic"}), frozenset(), "label", BOOL_LOWER, "superglue/WiC/test.jsonl"),
-    "WSC.jsonl": ("wsc", frozenset({"wsc"}), frozenset(), "label", BOOL_CAPITAL, "superglue/WSC/test.jsonl"),
-    "AX-b.jsonl": ("rte", SUPERGLUE_RTE, SUPERGLUE_AXB, "label", NLI2, "superglue/AX-b/AX-b.jsonl"),
-    "AX-g.jsonl": ("rte", SUPERGLUE_RTE, SUPERGLUE_AXG, "label", NLI2, "superglue/AX-g/AX-g.jsonl"),
-}
-
-# Task key -> the card its runs are trained on, where they differ.
-TABLE_CARDS = {"rte": "superglue-rte"}
-
-RACE_TABLE = {
-    "RACE.jsonl": ("race", frozenset({"race"}), frozenset(), "race", ("A", "B", "C", "D"), "race/test"),
-}
-
-
-def _table_specs(benchmark: str, table: dict) -> list[FileSpec]:
-    specs = []
-    for file, (key, aliases, extra, kind, allowed, test_path) in table.items():
-        write = None
-        if kind == "label":  # label names are matched case-insensitively, written as the table says
-            write = {str(v).lower(): v for v in allowed}
-        specs.append(FileSpec(benchmark=benchmark, file=file, task_key=key, card=TABLE_CARDS.get(key, key),
-                              aliases=aliases | {norm(TABLE_CARDS.get(key, key))}, split="test",
-                              kind=kind, write=write, extra=extra, test_path=test_path, allowed=allowed))
-    return specs
 
 
 BENCHMARKS = ("glue", "superglue", "race")
@@ -178,12 +172,8 @@ BENCHMARKS = ("glue", "superglue", "race")
 def specs_for(benchmark: str) -> list[FileSpec]:
     """Every file a benchmark's zip must hold, in the order they are written."""
     benchmark = norm(benchmark)
-    if benchmark == "glue":
-        return _glue_specs()
-    if benchmark == "superglue":
-        return _table_specs("superglue", SUPERGLUE_TABLE)
-    if benchmark == "race":
-        return _table_specs("race", RACE_TABLE)
+    if benchmark in BENCHMARKS:
+        return _card_specs(benchmark)
     raise SubmissionError(f"unknown benchmark '{benchmark}': choose one of {', '.join(BENCHMARKS)}")
 
 
@@ -221,8 +211,8 @@ def official(spec: FileSpec, why: str) -> Expected:
 def load_expected(spec: FileSpec, data_dir: Path | None, source: str = "local", cache: Path | None = None) -> Expected:
     """The test split of ``spec`` from the data dir. Raises AgoraError when it cannot be read."""
     if spec.test_card is not None:
-        from agora.splits import load_split, local_path
-        from agora.tasks import load_task
+        from agora.data.splits import load_split, local_path
+        from agora.data.cards import load_task
 
         card = load_task(spec.test_card)
         ds = load_split(card, spec.split, data_dir, source, cache)
@@ -237,7 +227,7 @@ def load_expected(spec: FileSpec, data_dir: Path | None, source: str = "local", 
         return _race_expected(path)
     if not path.is_file():
         raise SubmissionError(f"test file {path} not found")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     where = f"the test file {spec.test_path}"
     if spec.kind == "multirc":
         structure = {

@@ -1,0 +1,259 @@
+"""The recipe's typed schema: one pydantic model per section of the YAML files in ``recipes/``.
+
+Loading, overrides and error messages are in :mod:`agora.config.load`; Θ (``search:``) is
+enumerated and every θ's recipe validated in :mod:`agora.config.space`, both when the recipe enters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = "amazon/bort"
+    """Hub id or local directory of the student encoder (BORT by default)."""
+    tokenizer: str | None = None
+    """Tokenizer location when it differs from ``name`` (BORT: the RoBERTa tokenizer)."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """``random`` builds the architecture from the config only (benchmarks, tests)."""
+    pair_format: Literal["auto", "single_sep", "tokenizer"] = "auto"
+    """``single_sep`` is BORT's ``<s> A </s> B </s>``; ``auto`` picks it for BORT-shaped models."""
+    freeze_word_embeddings: bool = False
+    """Freeze the word-embedding table (BORT's 51M of 56M parameters dominate the CPU step)."""
+    first_token_last_layer: bool = True
+    """The last layer computes only the first token, the one the head reads: exact (the exported model
+    computes every position and gives the same logits), about 16% less compute per step for BORT
+    (:mod:`agora.fit.first_token`); applied to BERT and RoBERTa classification / multiple-choice heads."""
+    head_init_std: float = Field(0.02, gt=0)
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    """Decoupled and lr-scaled (BERTAdam semantics): each step multiplies weights by 1 - lr * wd."""
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    eps: float = Field(1e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class DataConfig(_Section):
+    dir: str | None = None
+    """Root of the original benchmark files; defaults to ``$AGORA_DATA_DIR``."""
+    source: Literal["auto", "local", "hub"] = "auto"
+    files: dict[str, str] = Field(default_factory=dict)
+    """Split -> a file of the card's layout replacing the card's own, relative to ``dir`` or absolute,
+    e.g. ``{train: superglue/FewGLUE/BoolQ/train.jsonl}``; ``axb/test`` names a predicted task's split."""
+    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+    bucket_by_length: bool = True
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    max_predict_samples: int | None = Field(None, ge=1)
+    cache_dir: str | None = None
+    """Arrow cache of parsed and tokenized splits; defaults to ``~/.cache/agora``."""
+
+
+class TeacherConfig(_Section):
+    """The oracle S: a trained sequence-classification (or multiple-choice) checkpoint."""
+
+    path: str | None = None
+    """Hub id or local directory (model + its own tokenizer); it scores raw text."""
+    label_map: dict[str, str] | None = None
+    """Teacher label -> task label, where the names differ (labels are matched by name)."""
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(256, ge=8)
+    device: str = "auto"
+    """``auto``: the student's device on rank 0 (the teacher runs on rank 0 only)."""
+    cache_dir: str | None = None
+    """Teacher cache root; defaults to ``<data cache dir>/teacher`` (shared by runs and rounds)."""
+
+
+class AgoraConfig(_Section):
+    """Settings of :class:`agora.method.callback.AgoraCallback`; see its method card and AGORA.md."""
+
+    enabled: bool = False
+    """Off: plain fine-tuning, the baseline every Agora result is compared with."""
+    # -- E: the rows whose mistakes drive generation (E_gen) and that rank models (E_sel)
+    eval_on: Literal["train_slice", "dev"] = "train_slice"
+    """``train_slice``: E is carved from train (kept out of D); ``dev``: E = dev (paper-faithful)."""
+    e_size: int | None = Field(None, ge=2)
+    """Rows of E; default: the dev set's size, capped at ``e_max_fraction`` of train."""
+    e_max_fraction: float = Field(0.2, gt=0, lt=1)
+    # -- expand
+    expand_every_n_epochs: int = Field(1, ge=0)
+    """0: never expand inside a run (only the outer loop does)."""
+    expand_from: Literal["mistakes", "all", "train"] = "mistakes"
+    """The sources of variants: E_gen's mistakes, every row of E_gen, or every row of D."""
+    variants_per_mistake: int = Field(4, ge=1)
+    generator: str = "eda"
+    """``eda``, ``mlm`` or an import path ``package.module:function``."""
+    generator_settings: dict[str, Any] = Field(default_factory=dict)
+    min_teacher_confidence: float = Field(0.0, ge=0, le=1)
+    require_agreement: bool = False
+    """Keep a generated row only if the teacher's label equals its source's gold label (regression:
+    within 0.5): the teacher's own mistakes are not taught to the student."""
+    balance_generated: bool = True
+    """Cap each class of the generated rows to D's class proportions (classification). On by default:
+    without it the generated rows follow the student's skew and a student can collapse to one class
+    (``benches/results/EXPLORATION.md``)."""
+    # -- distil
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the soft (teacher) term; 0 = hard labels only."""
+    temperature: float = Field(2.0, gt=0)
+    generated_targets: Literal["soft", "hard"] = "soft"
+    # -- reweight
+    gamma: float = Field(0.0, ge=0)
+    """Strength of metric-based reweighting; 0 = uniform (before the ``rho`` cap)."""
+    rho: float = Field(0.5, ge=0, le=1)
+    """Largest share of the total weight held by generated rows."""
+    reweight_by: Literal["loss", "error"] = "loss"
+    reweight_mode: Literal["loss", "sampler"] = "loss"
+    """``loss``: weights multiply the loss; ``sampler``: rows are drawn in proportion to them."""
+
+    @field_validator("generator")
+    @classmethod
+    def _generator_exists(cls, value: str) -> str:
+        from agora.config.space import check_generator
+
+        check_generator(value)
+        return value
+
+    def needs_teacher(self) -> bool:
+        return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0)
+
+
+class OutputConfig(_Section):
+    dir: str | None = None
+    """Run directory; defaults to ``runs/<task>-<timestamp>``."""
+    export: bool = True
+    predict: bool = True
+    save_checkpoints: bool = True
+    resume_from: str | None = None
+    """A Lightning checkpoint to resume the fit from, or ``last`` (``<run>/checkpoints/last.ckpt``)."""
+
+
+class BudgetConfig(_Section):
+    """What the search may spend; printed before the first fit (see :func:`agora.search.plan`)."""
+
+    max_thetas: int | None = Field(None, ge=1)
+    """Size of Θ at the start; a larger grid is thinned to a seeded sample (kept in grid order)."""
+    max_fits: int | None = Field(None, ge=1)
+    """Fits in the whole search, replays included; a round that does not fit in what is left is not started."""
+    max_epochs: int | None = Field(None, ge=1)
+    """Training epochs in the whole search (fits x ``trainer.max_epochs``)."""
+
+
+class SearchConfig(_Section):
+    """Agora's rounds over Θ (AGORA.md, "The loop"); see :mod:`agora.search`.
+
+    Θ is a grid (``space``: dotted recipe key -> values, most influential key first) or an explicit
+    list (``trials``: mappings with the same keys, ordered as in the first). Any recipe field can be
+    searched (``optim.lr``, ``seed``, ``data.batch_size``, ``agora.alpha``, ``trainer.max_epochs``).
+    """
+
+    space: dict[str, list[Any]] = Field(default_factory=dict)
+    trials: list[dict[str, Any]] = Field(default_factory=list)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    min_prune_fraction: float = Field(0.25, ge=0, le=1)
+    """Safeguard: each pruning removes at least this share of Θ (rounded up)."""
+    max_replays: int = Field(2, ge=0)
+    """Replays of a round whose best E_sel score did not improve (fresh seeds, fresh G samples)."""
+    max_rounds: int | None = Field(None, ge=1)
+    """Stop after this many rounds (replays included); default: until Θ is empty."""
+    replay_seed_offset: int = Field(1000, ge=1)
+    """A replay's fits use seed + offset x replay number."""
+
+    @model_validator(mode="after")
+    def _one_theta_source(self) -> "SearchConfig":
+        from agora.config.space import check_space
+
+        check_space(self.space, self.trials)
+        return self
+
+
+class TrialConfig(_Section):
+    """Written by the search (:mod:`agora.search`) into the recipe of each of its fits, so a fit
+    reruns alone from its ``config.yaml``; leave it out of recipes of your own."""
+
+    e_seed: int
+    """E is carved from train with this seed, the same for every θ, Agora on or off (the plain
+    baseline is ranked on the same E_sel); the fit keeps its best epoch by E_sel (dev with
+    ``agora.eval_on: dev``)."""
+    extra_rows: str | None = None
+    """JSONL of rows (``idx``, ``inputs``, ``label``) appended to D after E is carved: D's additions."""
+
+
+class RunConfig(_Section):
+    task: str
+    """Task card name (``rte``) or path to a task card YAML."""
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    agora: AgoraConfig = Field(default_factory=AgoraConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    """Passed through to ``lightning.Trainer`` (max_epochs, precision, strategy, ...); ``precision: auto``
+    (the default) is resolved for the machine at the start of a run (:mod:`agora.fit.precision`)."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig | None = None
+    """Agora's rounds over a hyperparameter space Θ; absent: a single fit."""
+    trial: TrialConfig | None = None
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import inspect
+
+        import lightning
+
+        allowed = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown lightning.Trainer argument(s) {unknown}; "
+                "see https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _teacher_given(self) -> "RunConfig":
+        if self.agora.needs_teacher() and not self.teacher.path:
+            raise ValueError(
+                "agora: expansion (expand_every_n_epochs > 0) and distillation (alpha > 0) need a teacher: "
+                "set teacher.path, or set agora.expand_every_n_epochs: 0 and agora.alpha: 0"
+            )
+        return self
+
+    _space: Any = PrivateAttr(default=None)
+    """Θ with every θ's recipe validated (:class:`agora.config.space.Space`), set where the recipe enters."""
+
+    @model_validator(mode="after")
+    def _search_keys(self) -> "RunConfig":
+        if self.search is not None and self.trial is not None:
+            raise ValueError("a recipe has either search: (Agora's rounds) or trial: (one fit of them), not both")
+        if self.search is not None:
+            from agora.config.space import check_keys
+
+            check_keys(self, self.search)
+        return self
+
+    @property
+    def space(self):
+        """Θ of ``search:`` (:class:`agora.config.space.Space`): the θs in order, each with its validated
+        recipe; None without ``search:``."""
+        return self._space
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+

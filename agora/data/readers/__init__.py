@@ -1,0 +1,7 @@
+"""Readers of the benchmarks' original file layouts (GLUE TSV, SuperGLUE JSONL, RACE per-article
+JSON) and their hub counterparts; importing this package registers them all (:mod:`.registry`)."""
+
+from agora.data.readers import race, superglue, tsv  # noqa: F401  (they register themselves)
+from agora.data.readers.registry import EXTRA_FEATURES, HUB_READERS, READERS, convert_label, register_reader
+
+__all__ = ["EXTRA_FEATURES", "HUB_READERS", "READERS", "convert_label", "register_reader"]

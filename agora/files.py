@@ -1,0 +1,80 @@
+"""Files a run writes and reads: atomic writes, JSON and JSONL, plain Python values.
+
+Atomic: a temporary file beside the target, then a rename. A killed process leaves either the
+old file or the new one, never half of one. The file gets the usual permissions (``0666`` less
+the umask), not ``mkstemp``'s owner-only ``0600``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, content: str | bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``content`` (text as UTF-8, bytes, or a function writing to a binary handle) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode("utf-8") if isinstance(content, str) else content)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plain(value: Any) -> Any:
+    """Numpy scalars and arrays, tuples, paths -> plain Python (JSON, and checkpoints that load with
+    ``torch.load(weights_only=True)``); dict keys become strings."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
+    atomic_write(path, json.dumps(plain(obj), indent=indent) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """One JSON object per line, atomically."""
+    atomic_write(path, "".join(json.dumps(plain(r)) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every non-empty line of a JSONL file, parsed; ``[]`` for a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with 2 decimals, ``-`` for None."""
+    return "-" if value is None else f"{value * 100:.2f}"

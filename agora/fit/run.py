@@ -1,0 +1,238 @@
+"""One fit: a typed recipe in, a finished run directory out; and the local runner of many fits.
+
+Plain fine-tuning unless a method extends the fit (:class:`Extension`: Agora adds its callback,
+its loss and its report, see :func:`agora.method.extension.agora_extension`): fit with
+evaluation each epoch, keep the best checkpoint by the task's official metric on the selection
+split (:class:`agora.data.evalset.EvalSet`), re-score it, predict the test splits, export it
+with ``save_pretrained``, write the run dir (:mod:`agora.fit.rundir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from agora.config import RunConfig
+from agora.data.cards import TaskCard, load_task
+from agora.errors import RecipeError, TaskError
+from agora.fit.module import Loss
+from agora.fit.precision import Resolved, resolve_trainer
+
+# Lightning warnings that do not apply here: our samplers return every index, and predict_step
+# collects outputs itself (gathered across ranks) instead of returning them.
+warnings.filterwarnings("ignore", message=".*custom batch sampler.*for prediction.*")
+warnings.filterwarnings("ignore", message=".*predict returned None.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run gives back to a script."""
+
+    run_dir: Path
+    best_model_dir: Path | None
+    scores: dict[str, float]
+    """Final scores of the best checkpoint, e.g. ``{"validation/accuracy": 0.61}`` (fractions)."""
+    main_score: float
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    predictions: dict[str, Path] = dataclasses.field(default_factory=dict)
+    best_checkpoint: Path | None = None
+
+
+@dataclasses.dataclass
+class Extension:
+    """What a training method adds to a fit."""
+
+    name: str
+    """Its key in ``metrics.json``."""
+    callbacks: list = dataclasses.field(default_factory=list)
+    loss: Loss | None = None
+    """The training loss (default: hard labels, :class:`agora.fit.module.HardLabelLoss`)."""
+    trainer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    report: Callable[[], dict] = dict
+    """What ``metrics.json`` keeps under ``name``, read when the fit ends (rank 0)."""
+
+
+Extend = Callable[[RunConfig, TaskCard, Path], Extension]
+"""``extend(cfg, card, run_dir)``: the method's additions to one fit, built before any training."""
+
+
+def with_resolved_precision(cfg: RunConfig, announce=print) -> tuple[RunConfig, Resolved]:
+    """``cfg`` with ``trainer.precision`` resolved for this machine (``auto`` -> bf16-mixed / 16-mixed /
+    32-true, :mod:`agora.fit.precision`), and the resolution; prints one line saying what and why.
+    A precision the recipe states is kept (an explicit bf16 on a CPU without native bf16 warns)."""
+    trainer, resolved = resolve_trainer(cfg.trainer)
+    if announce is not None and resolved.requested != resolved.precision:
+        announce(resolved.line())
+    return cfg.model_copy(update={"trainer": trainer}), resolved
+
+
+def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger, extra: dict) -> dict[str, Any]:
+    kwargs = {**dict(cfg.trainer), **extra}
+    kwargs.setdefault("use_distributed_sampler", False)  # our samplers shard by rank themselves
+    kwargs.setdefault("default_root_dir", str(run_dir))
+    kwargs.setdefault("log_every_n_steps", 10)
+    kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
+    kwargs.setdefault("logger", logger)
+    return kwargs
+
+
+def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = None) -> RunResult:
+    """One fit of ``cfg`` (extended by ``extend``, e.g. Agora). Everything that can fail on bad input
+    (task, data, tokenizer, model, the method's settings) fails before any training."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit import rundir
+    from agora.fit.model import build_model, load_tokenizer
+    from agora.fit.module import AgoraModule
+
+    card: TaskCard = load_task(cfg.task)
+    if card.train_split is None:
+        raise_test_only(card)
+    cfg, precision = with_resolved_precision(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tokenizer, pair_format = load_tokenizer(cfg.model)
+    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
+    model = build_model(cfg.model, card, cfg.seed)
+    run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
+    extension = extend(cfg, card, run_dir) if extend is not None else Extension("method")
+    module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
+                         select_name=data.evalset.select)
+
+    header = (f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
+              f"\n# {precision.line()}")
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
+                                 monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
+    callbacks: list = [checkpoint]
+    if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
+    callbacks += extension.callbacks
+    logger = CSVLogger(str(run_dir), name="logs", version="")
+    trainer = L.Trainer(**_trainer_kwargs(cfg, run_dir, callbacks, logger, extension.trainer_kwargs))
+    if trainer.is_global_zero:
+        rundir.write_config(run_dir, cfg.to_dict(), header)
+
+    trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg.output.resume_from, run_dir))
+
+    best_ckpt = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if best_ckpt is not None:
+        state = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+    trainer.validate(module, datamodule=data, verbose=False)
+    scores = {k.removeprefix("val/"): v for k, v in module.last_scores.items() if k != "val_score"}
+    main_score = module.last_scores.get("val_score", float("nan"))
+    if cfg.output.predict and data.predict_names:
+        trainer.predict(module, datamodule=data, return_predictions=False)
+
+    predictions: dict[str, Path] = {}
+    best_dir = run_dir / "best" if cfg.output.export else None
+    if trainer.is_global_zero:
+        for name, out in module.last_eval.items():
+            path = run_dir / "predictions" / f"{name}.jsonl"
+            rundir.write_predictions(path, rundir.prediction_rows(card, out, with_gold=True))
+            predictions[name] = path
+        rundir.write_mistakes(run_dir, card, module.last_eval)
+        for name, out in module.predictions.items():
+            path = run_dir / "predictions" / f"{name.replace('/', '-')}.jsonl"
+            rundir.write_predictions(path, rundir.prediction_rows(data.card_of(name), out, with_gold=False))
+            predictions[name] = path
+        if best_dir is not None:
+            export(module.model, tokenizer, card, pair_format, cfg, best_dir)
+        rundir.write_metrics(run_dir, {
+            "task": card.name,
+            "main_metric": f"{module.select_name}/{card.main_metric}",
+            "main_score": main_score,
+            "final": scores,
+            "epochs": module.history,
+            "best_checkpoint": str(best_ckpt) if best_ckpt else None,
+            "best_model_dir": str(best_dir) if best_dir else None,
+            "predictions": {k: str(v) for k, v in predictions.items()},
+            "precision": {"value": precision.precision, "requested": precision.requested, "why": precision.reason},
+            **({extension.name: extension.report()} if extend is not None else {}),
+        })
+        print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
+    os.environ.pop("AGORA_RUN_DIR", None)
+    return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
+                     history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
+
+
+def resume_path(resume_from: str | None, run_dir: Path) -> str | None:
+    """``output.resume_from``: a checkpoint path, or ``last`` for ``<run>/checkpoints/last.ckpt``."""
+    if resume_from is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if resume_from == "last" else Path(resume_from).expanduser()
+    if not path.is_file():
+        raise RecipeError(f"output.resume_from: no checkpoint at {path}")
+    return str(path)
+
+
+def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:
+    """``save_pretrained`` the student and its tokenizer; label names live in the config."""
+    model.config.agora = {"task": card.name, "pair_format": pair_format, "max_length": cfg.data.max_length}
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def raise_test_only(card: TaskCard):
+    raise TaskError(
+        f"task {card.name} is test-only (no training split); it is predicted by the "
+        f"{card.predicted_by} model: run recipes/{card.predicted_by}.yaml"
+    )
+
+
+def uses_ddp(trainer: dict) -> bool:
+    strategy, devices = str(trainer.get("strategy", "auto")), trainer.get("devices", "auto")
+    return strategy.startswith("ddp") and devices not in (1, "1", [0]) or int(trainer.get("num_nodes", 1)) > 1
+
+
+class LocalRunner:
+    """Fits one after the other on this machine (the search's default runner).
+
+    A job is anything with ``name``, ``cfg`` (a typed recipe) and ``run_dir``; its recipe is saved
+    as ``<run_dir>/recipe.yaml`` (it reruns the fit alone) and its printed output goes to
+    ``<run_dir>/fit.log``. A fit runs in this process, or, when its ``trainer:`` asks for several
+    devices with a DDP strategy, as ``python -m agora.cli recipe.yaml`` in a child process so that
+    Lightning's launcher starts the ranks of that one fit. A job's dir left by a killed fit is
+    started again from scratch; checkpoints are deleted after the fit (the export in ``best/`` stays).
+    """
+
+    def __init__(self, extend: Extend | None = None):
+        self.extend = extend
+
+    def run(self, jobs: Iterable, done: Callable[[Any, str | None], None]) -> None:
+        """Run every job in order; ``done(job, None)`` after each (an exception stops the loop)."""
+        for job in jobs:
+            self.run_one(job)
+            done(job, None)
+
+    def run_one(self, job) -> None:
+        import yaml
+
+        if job.run_dir.exists():  # a fit killed midway: start it again
+            shutil.rmtree(job.run_dir)
+        job.run_dir.mkdir(parents=True)
+        recipe_path = job.run_dir / "recipe.yaml"
+        recipe = {k: v for k, v in job.cfg.to_dict().items() if k != "search"}  # a fit, not a search
+        recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+        with open(job.run_dir / "fit.log", "w", encoding="utf-8") as log:
+            if uses_ddp(job.cfg.trainer):
+                proc = subprocess.run([sys.executable, "-m", "agora.cli", str(recipe_path)], stdout=log,
+                                      stderr=subprocess.STDOUT)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"fit {job.name} failed (exit {proc.returncode}); see {job.run_dir}/fit.log")
+            else:
+                with contextlib.redirect_stdout(log):
+                    run_fit(job.cfg, source=job.name, extend=self.extend)
+        shutil.rmtree(job.run_dir / "checkpoints", ignore_errors=True)
