@@ -1,6 +1,7 @@
 """The expansion step and E's split as pure functions: no Trainer, a fake teacher."""
 
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -148,3 +149,47 @@ def test_split_e_regression_sizes_and_errors():
     assert default_e_size(1000, 277) == 200 and default_e_size(1000, 100) == 100 and default_e_size(5, 100) == 2
     with pytest.raises(RecipeError, match="agora.e_size"):
         split_e(np.array([0, 1, 0]), size=3, seed=0)
+
+
+class SkewedTeacher:
+    """The situation of a student's mistakes: sources of class 0 (the class it misses); the teacher gives
+    class 0 to most variants (agreeing) and class 1 to a few (every one a disagreement)."""
+
+    def __call__(self, inputs):
+        out = []
+        for seg in inputs:
+            one = zlib.crc32(" | ".join(seg).encode()) % 5 == 0  # about a fifth of the variants (stable)
+            out.append([0.3, 0.7] if one else [0.8, 0.2])
+        return np.array(out, dtype=np.float32)
+
+
+def test_balancing_without_the_agreement_check_keeps_the_disagreeing_rows():
+    """Issue 7 of the evidence: balance to D's 50/50 caps the agreeing class down to the disagreeing one."""
+    common = dict(teacher=SkewedTeacher(), n_per_source=8, class_prior=np.array([0.5, 0.5]))
+    labels0 = [0, 0, 0, 0]
+    balanced, _ = _expand_with(labels0, **common)
+    stats = balanced.stats
+    scored, agreeing = stats["agreement_by_label"]["not_entailment"]
+    assert agreeing == 0 and scored > 0  # every class-1 variant disagrees with its class-0 source
+    assert stats["agreement"] > 0.6 and stats["agreement_kept"] == pytest.approx(0.5)  # half of what is kept
+    first, _ = _expand_with(labels0, require_agreement=True, **common)  # the default order: agreement, then balance
+    assert first.stats["agreement_kept"] == 1.0 and first.stats["rejected"]["balance"] == 0
+    late, _ = _expand_with(labels0, require_agreement=True, balance_first=True, **common)
+    assert late.stats["agreement_kept"] == 1.0 and len(late.variants) < len(first.variants)
+
+
+def _expand_with(labels, **kw):
+    teacher = kw.pop("teacher")
+    args = dict(generator="eda", seed=0, key=1, label_names=NAMES)
+    args.update(kw)
+    return expand(SOURCES, [10, 11, 12, 13], labels, teacher, **args), teacher
+
+
+def test_split_e_with_an_e_gen_size():
+    labels = np.array([0] * 60 + [1] * 40)
+    d, gen, sel = split_e(labels, 50, seed=3, gen_size=10)
+    assert (len(d), len(gen), len(sel)) == (50, 10, 40)
+    assert np.bincount(labels[gen]).tolist() == [6, 4] and np.bincount(labels[sel]).tolist() == [24, 16]
+    assert not set(gen) & set(sel) and sorted({*d, *gen, *sel}) == list(range(100))
+    with pytest.raises(RecipeError, match="e_gen_size"):
+        split_e(labels, 50, seed=3, gen_size=50)

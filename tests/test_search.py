@@ -52,8 +52,12 @@ def test_prune_failed_fits_and_ties():
     theta = [(1, 0), (1, 1), (2, 0), (2, 1)]
     p = prune(theta, [0.6, None, 0.2, 0.7], 0.25)
     assert p.removed == [1] and p.rule == "failed" and p.reasons[1] == "failed fit"
-    # equal scores: the later θ in Θ's order is the worse
+    # equal scores: the later θ in Θ's order is the worse, or the one with the lower tie-breaker
     assert prune([(1,), (2,), (3,)], [0.5, 0.5, 0.9], 0.0).removed == [1]
+    assert prune([(1,), (2,), (3,)], [0.5, 0.5, 0.9], 0.0, tiebreak=[-0.9, -0.2, -0.5]).removed == [0]
+    # a tie at the bottom prunes no prefix: (1, 1) would share the first value with the worst (1, 0)
+    tied = prune(theta, [0.5, 0.5, 0.9, 0.8], 0.0, tiebreak=[-0.7, -0.6, -0.1, -0.2])
+    assert tied.removed == [0] and tied.rule == "tie" and tied.tie
     assert common_prefix((1, 2, 3), (1, 2, 4)) == 2 and prune([], [], 0.25).removed == []
 
 
@@ -164,8 +168,37 @@ def test_replay_when_the_best_did_not_improve_with_fresh_seeds():
 def test_replays_are_capped_then_pruning_goes_on():
     table = {**TABLE, **{(1e-4, s): 0.1 for s in (1000, 1001, 2000, 2001)}}
     state, _, _ = _run(_cfg({"max_replays": 2}), FakeRunner(table))
-    assert [(r["replay"], r["decision"]) for r in state["rounds"]] == [(0, "prune"), (0, "replay"), (1, "replay"), (2, "prune")]
-    assert state["fits"] == 4 + 2 * 3
+    decisions = [(r["replay"], r["decision"], r["rule"]) for r in state["rounds"]]
+    # the last replay ties (0.1, 0.1): no prefix is pruned on a tie, one θ goes and the other is tried again
+    assert decisions == [(0, "prune", "prefix"), (0, "replay", "none"), (1, "replay", "none"), (2, "prune", "tie"),
+                         (0, "replay", "none"), (1, "replay", "none"), (2, "prune", "prefix")]
+    assert state["rounds"][3]["removed"] == {"1": "worst score, tied: the lowest E_sel log-likelihood among the tied"}
+    assert "tied" in state["rounds"][3]["tie"] and state["fits"] == 4 + 2 * 3 + 3
+
+
+def test_a_round_where_every_theta_ties_is_decided_by_the_log_likelihood_and_prunes_no_prefix(tmp_path):
+    """BORT's failure case: every student at the majority class, every E_sel score equal."""
+    from agora.search.report import write_report
+
+    class Tied(FakeRunner):
+        def read(self, trial):
+            result = super().read(trial)
+            result.score, result.loglik = 0.8235, {0: -0.70, 1: -0.69, 2: -0.72, 3: -0.71}[trial.theta]
+            return result
+
+    cfg = _cfg({"max_replays": 0, "max_rounds": 1, "min_prune_fraction": 0.25})
+    p = plan(cfg)
+    state = _new_state(p)
+    runner = Tied(TABLE)
+    Rounds(cfg, p, state, runner, _make_trial(p), None, lambda st: None, lambda line: None, read=runner.read).run()
+    r0 = state.rounds[0]
+    assert r0.best == 1 and state.best.trial == "r0.0-t1"  # the highest log-likelihood among the tied
+    assert r0.rule == "tie" and list(r0.removed) == ["2"]  # the lowest; not its prefix kin (lr 1e-5, seed 1)
+    assert "4 θs tied for the best E_sel score: the best chosen by E_sel log-likelihood" in r0.tie
+    summary = {"task": "rte", "eval_on": "train_slice", "selection": "e_sel/accuracy",
+               "dev_metric": "validation/accuracy", "dev_score": 0.7, "agora": False, "d_original": 100}
+    text = write_report(tmp_path, state, summary, "plan").read_text()
+    assert "**A tie decided this round**: 4 θs tied" in text and "no prefix pruned" in text
 
 
 def test_failed_fit_is_recorded_and_pruned_and_the_search_goes_on():

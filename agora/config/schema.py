@@ -60,6 +60,11 @@ class DataConfig(_Section):
     max_predict_samples: int | None = Field(None, ge=1)
     cache_dir: str | None = None
     """Arrow cache of parsed and tokenized splits; defaults to ``~/.cache/agora``."""
+    unlabelled: str | None = None
+    """Unlabelled in-domain text: a file in the task's own format (relative to ``dir`` or absolute),
+    read by the task's reader with its labels ignored, or ``train`` (the train split's inputs).
+    Rows equal to a row of D, E or dev are dropped. Agora draws from it: ``generator: nearest``
+    and ``agora.pool_rows`` (:mod:`agora.data.pool`)."""
 
 
 class TeacherConfig(_Section):
@@ -88,6 +93,9 @@ class AgoraConfig(_Section):
     e_size: int | None = Field(None, ge=2)
     """Rows of E; default: the dev set's size, capped at ``e_max_fraction`` of train."""
     e_max_fraction: float = Field(0.2, gt=0, lt=1)
+    e_gen_size: int | None = Field(None, ge=1)
+    """Rows of E_gen (whose mistakes drive generation); the rest of E is E_sel (which ranks). Default:
+    half of E. A large E_sel ranks arms finely (a 1,000-row E_sel has a standard error near 1.4 points)."""
     # -- expand
     expand_every_n_epochs: int = Field(1, ge=0)
     """0: never expand inside a run (only the outer loop does)."""
@@ -95,16 +103,22 @@ class AgoraConfig(_Section):
     """The sources of variants: E_gen's mistakes, every row of E_gen, or every row of D."""
     variants_per_mistake: int = Field(4, ge=1)
     generator: str = "eda"
-    """``eda``, ``mlm`` or an import path ``package.module:function``."""
+    """``eda``, ``mlm``, ``nearest`` (the unlabelled pool's rows nearest to each source: needs
+    ``data.unlabelled``) or an import path ``package.module:function``."""
     generator_settings: dict[str, Any] = Field(default_factory=dict)
     min_teacher_confidence: float = Field(0.0, ge=0, le=1)
     require_agreement: bool = False
     """Keep a generated row only if the teacher's label equals its source's gold label (regression:
     within 0.5): the teacher's own mistakes are not taught to the student."""
+    balance_first: bool = False
+    """With ``require_agreement``: balance classes before the agreement check (default: after it)."""
     balance_generated: bool = True
     """Cap each class of the generated rows to D's class proportions (classification). On by default:
     without it the generated rows follow the student's skew and a student can collapse to one class
     (``benches/results/EXPLORATION.md``)."""
+    pool_rows: int = Field(0, ge=0)
+    """Rows drawn at random from ``data.unlabelled``, labelled by the teacher and added to the training
+    rows when the fit starts (distillation on unlabelled data; 0: none)."""
     # -- distil
     alpha: float = Field(0.5, ge=0, le=1)
     """Weight of the soft (teacher) term; 0 = hard labels only."""
@@ -128,7 +142,7 @@ class AgoraConfig(_Section):
         return value
 
     def needs_teacher(self) -> bool:
-        return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0)
+        return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0 or self.pool_rows > 0)
 
 
 class OutputConfig(_Section):
@@ -236,6 +250,18 @@ class RunConfig(_Section):
 
     _space: Any = PrivateAttr(default=None)
     """Θ with every θ's recipe validated (:class:`agora.config.space.Space`), set where the recipe enters."""
+
+    @model_validator(mode="after")
+    def _pool_given(self) -> "RunConfig":
+        a = self.agora
+        if a.enabled and not self.data.unlabelled:
+            if a.generator == "nearest":
+                raise ValueError("agora.generator: nearest draws from unlabelled rows: set data.unlabelled "
+                                 "(a file in the task's own format, or 'train')")
+            if a.pool_rows:
+                raise ValueError("agora.pool_rows draws from unlabelled rows: set data.unlabelled "
+                                 "(a file in the task's own format, or 'train'), or agora.pool_rows: 0")
+        return self
 
     @model_validator(mode="after")
     def _search_keys(self) -> "RunConfig":

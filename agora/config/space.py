@@ -24,7 +24,7 @@ import numpy as np
 
 from agora.errors import RecipeError
 
-BUILTIN_GENERATORS = ("eda", "mlm")
+BUILTIN_GENERATORS = ("eda", "mlm", "nearest")
 """Generators named without an import path (:mod:`agora.method.generators`)."""
 FORBIDDEN = ("task", "output", "search")
 """Top-level sections a search may not vary (they name the run, not a hyperparameter)."""

@@ -22,8 +22,10 @@ from agora.config import RunConfig
 from agora.data.batches import Collator, LengthBucketSampler, Rows
 from agora.data.cards import TaskCard, load_task
 from agora.data.evalset import EvalSet, split_e
+from agora.data.pool import Pool, load_pool
 from agora.data import formats
-from agora.data.formats import format_of, is_pair
+from agora.data.formats import format_of
+from agora.data.rows import inputs_of, rows_of  # noqa: F401  (re-exported)
 from agora.data.splits import code_stamp, load_split
 from agora.files import read_jsonl
 from agora.paths import cache_dir, data_dir
@@ -32,33 +34,6 @@ from agora.paths import cache_dir, data_dir
 def encode(tokenizer, card: TaskCard, batch: dict[str, list], max_length: int) -> dict[str, list]:
     """Tokenize a batch of rows the way the student reads them (see :mod:`agora.data.formats`)."""
     return format_of(card).encode(tokenizer, card, batch, max_length)
-
-
-def inputs_of(card: TaskCard, rows: dict[str, list]) -> list[tuple[str, ...]]:
-    """Rows as text segments: ``(text_a,)``, ``(text_a, text_b)``, or for multiple choice
-    ``(context, "", option_1, ..., option_k)`` (the teacher's ``(context, question, options)`` with
-    the question folded into each option, as the student reads it)."""
-    if card.format == "multiple_choice":
-        return [(a, "", *options) for a, options in zip(rows["text_a"], rows["choices"])]
-    if "text_b" in rows:
-        return list(zip(rows["text_a"], rows["text_b"]))
-    return [(a,) for a in rows["text_a"]]
-
-
-def rows_of(card: TaskCard, idx, inputs, labels) -> dict[str, list]:
-    """The inverse of :func:`inputs_of`: row columns (idx, text columns, label) for new inputs."""
-    rows: dict[str, list] = {"idx": [int(i) for i in idx]}
-    if card.format == "multiple_choice":
-        rows["text_a"] = [seg[0] for seg in inputs]
-        rows["choices"] = [list(seg[2:]) for seg in inputs]
-    else:
-        rows["text_a"] = [seg[0] for seg in inputs]
-        if is_pair(card):
-            rows["text_b"] = [seg[1] for seg in inputs]
-    rows["label"] = [float(x) if card.format == "regression" else int(x) for x in labels]
-    return rows
-
-
 
 
 class TrainingRows(Protocol):
@@ -87,6 +62,7 @@ class TaskDataModule(L.LightningDataModule):
         self.eval_names: list[str] = list(card.eval_splits)
         self.evalset = EvalSet.of(cfg, card)
         self.training_rows: TrainingRows | None = None
+        self.pool: Pool | None = None
 
     # -- loading -------------------------------------------------------------------------
     def load(self, predict: bool = True) -> "TaskDataModule":
@@ -113,6 +89,7 @@ class TaskDataModule(L.LightningDataModule):
             self.split_eval_set()
             if self.evalset.extra_rows:
                 self.append_train_rows(self.evalset.extra_rows)
+        self.pool = load_pool(self) if self.card.train_split else None  # data.unlabelled, deduplicated
         return self
 
     def add_split(self, key: str, ds: datasets.Dataset, card: TaskCard | None = None, predict: bool = False) -> None:
@@ -134,7 +111,8 @@ class TaskDataModule(L.LightningDataModule):
             return
         labels = np.asarray(self.raw[train].with_format("numpy")["label"])
         n_dev = len(self.raw[self.card.select_split]) if self.card.eval_splits else len(labels)
-        d, gen, sel = split_e(labels, e.size_for(len(labels), n_dev), e.seed, self.card.format == "regression")
+        d, gen, sel = split_e(labels, e.size_for(len(labels), n_dev), e.seed, self.card.format == "regression",
+                              e.gen_size)
         for name, positions in (("e_gen", gen), ("e_sel", sel), (train, d)):
             self.raw[name] = self.raw[train].select(positions)
             self.tokenized[name] = self.tokenized[train].select(positions)

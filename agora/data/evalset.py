@@ -54,6 +54,7 @@ class EvalSet:
     seed: int
     size: int | None
     max_fraction: float
+    gen_size: int | None
     e_gen: bool
     select: str
     gen: str
@@ -67,7 +68,7 @@ class EvalSet:
         mistakes_needed = trial is not None or (acfg.expand_every_n_epochs > 0 and acfg.expand_from == "mistakes")
         return cls(
             carve=carve, on_dev=on_dev, seed=cfg.seed if trial is None else trial.e_seed, size=acfg.e_size,
-            max_fraction=acfg.e_max_fraction, e_gen=carve and acfg.enabled and mistakes_needed and not on_dev,
+            max_fraction=acfg.e_max_fraction, gen_size=acfg.e_gen_size, e_gen=carve and acfg.enabled and mistakes_needed and not on_dev,
             select=card.select_split if on_dev or trial is None else "e_sel",
             gen=card.select_split if on_dev else "e_gen",
             extra_rows=None if trial is None else trial.extra_rows,
@@ -96,14 +97,26 @@ def strata(labels: np.ndarray, regression: bool, bins: int = 5) -> np.ndarray:
     return np.searchsorted(edges, labels, side="right").astype(np.int64)
 
 
-def split_e(labels, size: int, seed: int, regression: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions ``(D, E_gen, E_sel)``: a stratified E of ``size`` rows cut in two halves.
+def _quota(counts: np.ndarray, total: int) -> np.ndarray:
+    """``total`` shared in proportion to ``counts`` by largest remainders."""
+    exact = counts * total / max(1, counts.sum())
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: total - quota.sum()]:
+        quota[i] += 1
+    return quota
+
+
+def split_e(labels, size: int, seed: int, regression: bool = False,
+            gen_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions ``(D, E_gen, E_sel)``: a stratified E of ``size`` rows cut in two halves (or, with
+    ``gen_size``, into a stratified E_gen of that many rows and E_sel, the rest).
 
     Args:
         labels: ``[n]`` labels of the training split (class ids, or scores for regression).
         size: rows of E, in [2, n - 1].
         seed: the only source of randomness.
         regression: stratify by score quintile instead of by class.
+        gen_size: rows of E_gen (default: half of E, the rows alternating between the halves).
 
     Returns:
         Three sorted int64 position arrays that partition ``range(n)``.
@@ -123,15 +136,19 @@ def split_e(labels, size: int, seed: int, regression: bool = False) -> tuple[np.
             f"agora.e_size must leave at least one training row and give each half of E one row: "
             f"got {size} for a training split of {n} rows"
         )
+    if gen_size is not None and not 1 <= gen_size <= size - 1:
+        raise RecipeError(f"agora.e_gen_size must leave E_sel a row: got {gen_size} for an E of {size} rows")
     groups = strata(labels, regression)
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(groups, return_counts=True)
-    exact = counts * size / n
-    quota = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]:
-        quota[i] += 1
+    quota = _quota(counts, size)
     chosen = [rng.permutation(np.flatnonzero(groups == c))[:q] for c, q in zip(classes, quota)]
     e = np.concatenate(chosen)
-    gen, sel = e[0::2], e[1::2]
+    if gen_size is None:
+        gen, sel = e[0::2], e[1::2]
+    else:  # each stratum gives E_gen its share of gen_size: both parts keep the class balance
+        shares = _quota(quota, gen_size)
+        gen = np.concatenate([c[:g] for c, g in zip(chosen, shares)])
+        sel = np.concatenate([c[g:] for c, g in zip(chosen, shares)])
     d = np.setdiff1d(np.arange(n), e)
     return d, np.sort(gen), np.sort(sel)

@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from agora.config import RunConfig
 from agora.data.cards import TaskCard
-from agora.data.formats import format_of
+from agora.data.formats import format_of, log_likelihood
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layernorm.weight")
 
@@ -156,6 +156,8 @@ class AgoraModule(L.LightningModule):
             self.last_eval[name] = out
             for metric, value in score(self.card, out["logits"], out["labels"], out.get("meta")).items():
                 results[f"val/{name}/{metric}"] = value
+            if name == "e_sel":  # the search breaks ties between θs with it
+                results["val/e_sel/loglik"] = log_likelihood(out["logits"], out["labels"], self.card.format == "regression")
         if self.trainer.sanity_checking or not results:
             return
         main = results.get(f"val/{self.select_name}/{self.card.main_metric}", float("nan"))

@@ -71,7 +71,12 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
 
 def summary_table(task: str, scores: dict[str, float], run_dir: Path, best_dir: Path | None, extra: dict[str, str] | None = None) -> str:
     """A plain-text table of the final scores and where everything is."""
-    rows = [(k.removeprefix("val/"), f"{v * 100:.2f}" if isinstance(v, float) else str(v)) for k, v in scores.items() if k != "val_score"]
+    def shown(key: str, value) -> str:  # scores x100; the log-likelihood (a tie-breaker) as it is
+        if not isinstance(value, float):
+            return str(value)
+        return f"{value:.4f}" if key.endswith("/loglik") else f"{value * 100:.2f}"
+
+    rows = [(k.removeprefix("val/"), shown(k, v)) for k, v in scores.items() if k != "val_score"]
     rows += [("run dir", str(run_dir))]
     if best_dir is not None:
         rows.append(("exported model", str(best_dir)))

@@ -73,8 +73,8 @@ from agora.data.formats import find_mistakes
 from agora.files import plain, write_jsonl
 from agora.fit.module import gather_objects, merge_by_idx
 from agora.method.distill import validate_distill_settings
-from agora.method.expand import AgoraWarning, Expander, Sources, known_inputs
-from agora.method.generators import resolve_generator, stable_seed
+from agora.method.expand import AgoraWarning, Expander, Expansion, Sources, known_inputs
+from agora.method.generators import make_generator, stable_seed
 from agora.method.reweight import example_weights, weight_stats
 from agora.method.teacher import attach_teacher, build_teacher
 from agora.method.training_set import TrainingSet
@@ -115,7 +115,7 @@ class AgoraCallback(L.Callback):
     def __init__(self, cfg: RunConfig, card: TaskCard, teacher=None, output_dir=None):
         acfg = cfg.agora
         validate_distill_settings(acfg.alpha, acfg.temperature)
-        resolve_generator(acfg.generator)
+        make_generator(acfg.generator, acfg.generator_settings)  # an unknown name or import path fails now
         self.cfg, self.card, self.acfg = cfg, card, acfg
         self.regression = card.format == "regression"
         self.evalset = EvalSet.of(cfg, card)
@@ -156,10 +156,23 @@ class AgoraCallback(L.Callback):
                                 self.regression, self.acfg.reweight_mode)
         if self.teacher is not None and self.rank == 0:
             attach_teacher(self.teacher, self.cfg, str(trainer.strategy.root_device))
+            if self.expander is not None:  # a pool-drawing generator embeds the pool now (cached)
+                from agora.paths import cache_dir
+
+                self.expander.prepare(dm.pool, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
         if self.acfg.alpha > 0:
             self.rows.d_probs, self.teacher_summary = trainer.strategy.broadcast(self._score_d() if self.rank == 0 else None)
+        if self.acfg.pool_rows:
+            sample = trainer.strategy.broadcast(self._pool_sample(dm.pool) if self.rank == 0 else None)
+            self.rows.add(sample, epoch=-1)
+            summary = self.teacher_summary
+            summary["pool_rows_scored"] = len(sample.variants)
+            for key in ("forward_calls", "cache_hits"):
+                summary[key] = summary.get(key, 0) + sample.stats[key]
         if self._pending is not None:
             self.rows.load_state_dict(self._pending)
+            if self.expander is not None and self.rank == 0:
+                self.expander.generator.load_state_dict(self._pending.get("generator", {}))
             self._pending = None
         if len(self.last_loss) != len(self.rows):
             self.last_loss, self.last_error = np.full(len(self.rows), np.nan), np.full(len(self.rows), np.nan)
@@ -173,6 +186,19 @@ class AgoraCallback(L.Callback):
         return probs, {"train_rows_scored": len(probs), "train_agreement": float(agree.mean()) if len(agree) else None,
                        "forward_calls": self.teacher.forward_calls - calls, "cache_hits": self.teacher.cache.hits - hits,
                        "seconds": round(time.perf_counter() - start, 3)}
+
+    def _pool_sample(self, pool) -> Expansion:
+        """Rank 0: ``agora.pool_rows`` random rows of the unlabelled pool, labelled by the teacher (every
+        row kept: distillation on unlabelled data, no filter)."""
+        rng = np.random.default_rng(stable_seed(self.cfg.seed, "pool_rows") % 2**32)
+        chosen = np.sort(rng.choice(len(pool), size=min(self.acfg.pool_rows, len(pool)), replace=False))
+        inputs = [pool.inputs[j] for j in chosen]
+        calls, hits = self.teacher.forward_calls, self.teacher.cache.hits
+        probs = np.asarray(self.teacher.score(inputs), np.float32)
+        labels = probs[:, 0] if self.regression else probs.argmax(-1)
+        return Expansion(inputs, np.full(len(inputs), -1, np.int64), probs, labels,
+                         {"forward_calls": self.teacher.forward_calls - calls,
+                          "cache_hits": self.teacher.cache.hits - hits})
 
     # ------------------------------------------------------------------ per batch
 
@@ -308,8 +334,10 @@ class AgoraCallback(L.Callback):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
+        generator = self.expander.generator.state_dict() if self.expander is not None else {}
         return {
             **(self.rows.state_dict() if self.rows is not None else self._pending or {}),
+            "generator": generator,
             "last_loss": torch.from_numpy(np.asarray(self.last_loss, np.float64)),
             "last_error": torch.from_numpy(np.asarray(self.last_error, np.float64)),
             "epochs_done": list(self.epochs_done),
@@ -320,6 +348,8 @@ class AgoraCallback(L.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.rows is not None:
             self.rows.load_state_dict(state)
+            if self.expander is not None and self.rank == 0:
+                self.expander.generator.load_state_dict(state.get("generator", {}))
         else:
             self._pending = state
         n = len(self.rows) if self.rows is not None else None

@@ -23,7 +23,13 @@ Steps of :func:`expand`, in order, each counted in ``stats``:
    mostly the teacher's own, and their variants would teach the student the teacher's errors).
 5. Optionally balance classes (``balance``): cap each class so the kept rows follow ``class_prior``
    (D's label proportions), keeping the most confident rows (AGORA.md, "Generated labels follow
-   the student's skew"; the cap is our choice). Classes with no generated row are ignored.
+   the student's skew"; the cap is our choice). Classes with no generated row are ignored. The
+   agreement check comes before the balancing unless ``balance_first``. Why the order matters: a
+   student's mistakes lean to one class (its sources are mostly of the class it misses), so most
+   variants get that class from the teacher and agree with their gold label, and the few of the
+   other class are mostly the teacher's disagreements. Balancing caps the common class down to the
+   rare one, so without the agreement check it keeps the disagreeing rows preferentially
+   (``agreement_by_label`` reports, per teacher label, the variants scored and how many agree).
 
 Reported: sources, variants, rejections by reason, rows kept, label balance of the kept rows,
 and the agreement between S's label on a variant and its source's gold label (over all scored
@@ -42,9 +48,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from agora.data.formats import find_mistakes  # noqa: F401  (the mistakes Agora expands)
-from agora.method.generators import Segments, generate
+from agora.method.generators import Segments, generate, make_generator
 
-REJECT_REASONS = ("band", "identical", "duplicate", "seen", "confidence", "disagree", "balance")
+REJECT_REASONS = ("band", "identical", "duplicate", "used", "seen", "confidence", "disagree", "balance")
 
 
 class AgoraWarning(UserWarning):
@@ -106,6 +112,7 @@ def expand(
     regression: bool = False,
     seen: set | None = None,
     require_agreement: bool = False,
+    balance_first: bool = False,
 ) -> Expansion:
     """Generate variants of ``sources``, label them with ``score`` (the teacher), filter them.
 
@@ -124,6 +131,7 @@ def expand(
         regression: teacher outputs are scores; no confidence filter or balancing.
         seen: inputs already in the training data; variants among them are dropped. Not modified.
         require_agreement: drop rows whose teacher label disagrees with their source's gold label.
+        balance_first: balance classes before the agreement check (default: after it).
 
     Returns:
         An :class:`Expansion`. Warns with :class:`AgoraWarning` when G returns nothing for every source.
@@ -140,7 +148,8 @@ def expand(
     empty = Expansion([], np.zeros(0, np.int64), np.zeros((0, width), np.float32),
                       np.zeros(0, np.float32 if regression else np.int64), stats)
     if len(sources) and not result.variants:
-        name = generator if isinstance(generator, str) else getattr(generator, "__name__", repr(generator))
+        name = generator if isinstance(generator, str) else getattr(generator, "name", None) or getattr(
+            generator, "__name__", repr(generator))
         warnings.warn(f"Agora: generator {name!r} returned no variant for any of the {len(sources)} "
                       "source examples; nothing is added this time", AgoraWarning, stacklevel=2)
     fresh = [j for j, v in enumerate(result.variants) if v not in seen]
@@ -160,19 +169,28 @@ def expand(
         keep = confidence >= min_confidence
         rejected["confidence"] = int((~keep).sum())
     agree_all = _agreement(labels, gold[positions], regression)
-    if require_agreement:
+
+    def agreement_filter(keep):
         rejected["disagree"] = int((keep & ~agree_all).sum())
-        keep = keep & agree_all
-    if not regression:
-        if class_prior is not None and keep.any():
-            balanced = np.zeros_like(keep)
-            balanced[keep] = balance_mask(labels[keep], confidence[keep], class_prior)
-            rejected["balance"] = int(keep.sum() - balanced.sum())
-            keep = balanced
+        return keep & agree_all
+
+    def balance_filter(keep):
+        if regression or class_prior is None or not keep.any():
+            return keep
+        balanced = np.zeros_like(keep)
+        balanced[keep] = balance_mask(labels[keep], confidence[keep], class_prior)
+        rejected["balance"] = int(keep.sum() - balanced.sum())
+        return balanced
+
+    if require_agreement and not balance_first:
+        keep = agreement_filter(keep)
+    keep = balance_filter(keep)
+    if require_agreement and balance_first:
+        keep = agreement_filter(keep)
     kept = np.flatnonzero(keep)
     out = Expansion([variants[j] for j in kept], np.asarray(ids, dtype=np.int64)[positions[kept]],
                     probs[kept], labels[kept], stats)
-    stats.update(_summary(rejected, out, gold, positions[kept], agree_all, label_names, regression))
+    stats.update(_summary(rejected, out, gold, positions[kept], agree_all, label_names, regression, labels))
     return out
 
 
@@ -182,7 +200,8 @@ def _agreement(teacher_labels, gold, regression) -> np.ndarray:
     return np.asarray(teacher_labels) == np.asarray(gold).astype(np.int64)
 
 
-def _summary(rejected, out: Expansion, gold, kept_positions, agree_all, label_names, regression) -> dict:
+def _summary(rejected, out: Expansion, gold, kept_positions, agree_all, label_names, regression,
+             scored_labels=None) -> dict:
     summary = {"scored": 0 if agree_all is None else int(len(agree_all)), "kept": len(out.variants),
                "rejected": dict(rejected)}
     summary["agreement"] = float(agree_all.mean()) if agree_all is not None and len(agree_all) else None
@@ -191,6 +210,12 @@ def _summary(rejected, out: Expansion, gold, kept_positions, agree_all, label_na
     if not regression:
         names = list(label_names) if label_names else [str(c) for c in range(int(out.labels.max(initial=-1)) + 1)]
         summary["label_balance"] = {n: int((out.labels == c).sum()) for c, n in enumerate(names)}
+        if scored_labels is not None and agree_all is not None:
+            # per teacher label: variants scored and how many agree with their source's gold label (why
+            # class balancing can keep disagreeing rows: see the method card)
+            summary["agreement_by_label"] = {n: [int((scored_labels == c).sum()),
+                                                 int(((scored_labels == c) & agree_all).sum())]
+                                             for c, n in enumerate(names)}
     return summary
 
 
@@ -230,12 +255,21 @@ class Expander:
         card: the task card (labels, regression).
         score: the teacher, ``list of inputs -> [n, C]`` probabilities (scores for regression).
         seed: the run's seed; each expansion's ``key`` (an epoch, a round) gives new variants.
+
+    A generator that draws from the unlabelled pool (``nearest``) is prepared with it first
+    (:meth:`prepare`); its state (the pool rows it has returned) is ``generator.state_dict()``.
     """
 
     def __init__(self, acfg, card, score: Callable[[list[Segments]], np.ndarray], seed: int):
         self.acfg, self.card, self.score, self.seed = acfg, card, score, seed
         self.regression = card.format == "regression"
         self.names = list(card.labels) if card.labels else [str(i) for i in range(card.num_labels)]
+        self.generator = make_generator(acfg.generator, acfg.generator_settings)
+
+    def prepare(self, pool, default_model: str | None, cache_dir) -> None:
+        """Give a pool-drawing generator its pool (embedded once, cached under ``cache_dir``)."""
+        if getattr(self.generator, "needs_pool", False):
+            self.generator.prepare(pool, default_model=default_model, cache_dir=cache_dir)
 
     def sources(self, e_gen: Sources, d: Sources, mistakes) -> Sources:
         """What ``agora.expand_from`` names: every row of D (``train``), of E_gen (``all``), or E_gen's
@@ -256,8 +290,9 @@ class Expander:
         if acfg.balance_generated and not self.regression:
             counts = np.bincount(np.asarray(d_labels, np.int64), minlength=self.card.num_labels)
             prior = counts / counts.sum()
-        return expand(sources.inputs, sources.idx, sources.labels, self.score, generator=acfg.generator,
+        return expand(sources.inputs, sources.idx, sources.labels, self.score, generator=self.generator,
                       n_per_source=acfg.variants_per_mistake, seed=self.seed, key=key,
-                      settings=acfg.generator_settings, min_confidence=acfg.min_teacher_confidence,
+                      min_confidence=acfg.min_teacher_confidence,
                       class_prior=prior, label_names=None if self.regression else self.names,
-                      regression=self.regression, seen=seen, require_agreement=acfg.require_agreement)
+                      regression=self.regression, seen=seen, require_agreement=acfg.require_agreement,
+                      balance_first=acfg.balance_first)

@@ -17,6 +17,7 @@ from agora.data.cards import load_task
 from agora.fit.model import load_tokenizer
 from agora.method.expand import Expander, Sources, known_inputs
 from agora.method.teacher import attach_teacher, build_teacher
+from agora.paths import cache_dir
 
 ADDED_IDX_BASE = 1 << 32
 """D's additions get idx ``ADDED_IDX_BASE + j``: above any dataset idx, below the callback's
@@ -37,6 +38,7 @@ class Grower:
         self.dm = TaskDataModule(fit_cfg, self.card, tokenizer).load(predict=False)
         self.teacher = attach_teacher(build_teacher(cfg, self.card), cfg)
         self.expander = Expander(cfg.agora, self.card, self.teacher.score, cfg.seed)
+        self.expander.prepare(self.dm.pool, cfg.teacher.path, cache_dir(cfg.data.cache_dir))
         self.rows: list[dict] = list(rows or [])
 
     def grow(self, mistakes: list[int], key: str) -> dict:

@@ -102,6 +102,8 @@ def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: st
                 improved = f"{'improved' if rnd.improved else 'did not improve'} on {_pct(rnd.best_before)}"
             lines.append(f"Best {_pct(rnd.best_score)} ({improved}); "
                          f"decision: {rnd.decision} (rule: {rnd.rule}); Θ left: {len(rnd.remaining or [])}.")
+            if rnd.tie:
+                lines.append(f"**A tie decided this round**: {rnd.tie}.")
             added = rnd.added
             if added:
                 rejected = ", ".join(f"{k} {v}" for k, v in added.get("rejected", {}).items() if v)

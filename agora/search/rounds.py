@@ -38,7 +38,7 @@ from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
 from agora.search.plan import Plan, check_e_fits, plan
 from agora.search.report import SearchResult, finish
-from agora.search.space import describe, prune
+from agora.search.space import describe, prune, rank_key
 from agora.search.state import Best, FitRecord, RoundRecord, SearchState, fingerprint
 from agora.search.trial import Trial, TrialResult, TrialRunner, read_result
 
@@ -153,9 +153,12 @@ class Rounds:
         rnd.fits[str(trial.theta)] = record
         state.fits += 1
         state.epochs += result.epochs
-        new_best = record.score is not None and (state.best is None or record.score > state.best.score)
+        best = state.best
+        new_best = record.score is not None and (best is None or rank_key(record.score, record.loglik, 0) >
+                                                 rank_key(best.score, best.loglik, 0))  # a tie: the finer signal
         if new_best:
-            state.best = Best(**record.model_dump(include={"trial", "theta", "round", "score", "dev_score", "model_dir"}))
+            state.best = Best(**record.model_dump(include={"trial", "theta", "round", "score", "dev_score", "model_dir",
+                                                           "loglik"}))
         self.save(state)
         if self.on_fit is not None:  # after the save: a kill in between never loses the saved best's export
             self.on_fit(record, state)
@@ -166,8 +169,13 @@ class Rounds:
         state, s = self.state, self.cfg.search
         ids = rnd.thetas
         scores = [rnd.fits[str(t)].score for t in ids]
+        logliks = [rnd.fits[str(t)].loglik for t in ids]
         scored = [i for i, v in enumerate(scores) if v is not None]
-        best_pos = max(scored, key=lambda i: (scores[i], -i)) if scored else None
+        best_pos = max(scored, key=lambda i: rank_key(scores[i], logliks[i], i)) if scored else None
+        tied = [i for i in scored if scores[i] == scores[best_pos]] if best_pos is not None else []
+        if len(tied) > 1:
+            by = "E_sel log-likelihood" if logliks[best_pos] is not None else "Θ's order"
+            rnd.tie = f"{len(tied)} θs tied for the best E_sel score: the best chosen by {by}"
         rnd.best = ids[best_pos] if best_pos is not None else None
         rnd.best_score = scores[best_pos] if best_pos is not None else None
         rnd.improved = rnd.best_score is not None and (rnd.best_before is None or rnd.best_score > rnd.best_before)
@@ -177,9 +185,11 @@ class Rounds:
             removed = {ids[i]: "failed fit" for i in failed}
             rnd.decision, rnd.rule = "replay", "failed" if failed else "none"
         else:
-            pruning = prune([tuple(state.thetas[t]) for t in ids], scores, s.min_prune_fraction)
+            pruning = prune([tuple(state.thetas[t]) for t in ids], scores, s.min_prune_fraction, logliks)
             removed = {ids[i]: pruning.reasons[i] for i in pruning.removed}
             rnd.decision, rnd.rule = "prune", pruning.rule
+            if pruning.tie:
+                rnd.tie = "; ".join(filter(None, [rnd.tie, "the worst E_sel score was tied: no prefix pruned"]))
         rnd.removed = {str(k): v for k, v in removed.items()}
         rnd.next_replay = rnd.replay + 1 if replay else 0
         state.remaining = [t for t in ids if t not in removed]
@@ -218,7 +228,8 @@ class Rounds:
 
 def fit_record(trial: Trial, rnd: RoundRecord, result: TrialResult) -> FitRecord:
     return FitRecord(trial=trial.name, theta=trial.theta, round=rnd.round, replay=rnd.replay, seed=trial.cfg.seed,
-                     score=result.score, dev_score=result.dev_score, failed=result.failed, mistakes=result.mistakes,
+                     score=result.score, dev_score=result.dev_score, loglik=result.loglik, failed=result.failed,
+                     mistakes=result.mistakes,
                      e_gen_rows=result.e_gen_rows, epochs=result.epochs, model_dir=result.model_dir,
                      scores={k: v for k, v in result.scores.items() if isinstance(v, (int, float))})
 

@@ -36,6 +36,8 @@ class FitRecord(_Record):
     score: float | None = None
     """E_sel score of the official metric; None for a failed fit."""
     dev_score: float | None = None
+    loglik: float | None = None
+    """Mean log-likelihood of E_sel's gold labels: breaks ties between equal scores."""
     failed: str | None = None
     mistakes: list[int] = Field(default_factory=list)
     """idx of E_gen rows the fit's student gets wrong."""
@@ -52,6 +54,7 @@ class Best(_Record):
     score: float
     dev_score: float | None = None
     model_dir: str | None = None
+    loglik: float | None = None
 
 
 class RoundRecord(_Record):
@@ -74,6 +77,8 @@ class RoundRecord(_Record):
     decision: str | None = None
     """``prune`` or ``replay``."""
     rule: str | None = None
+    tie: str | None = None
+    """How a tie decided the round (the best or the pruned θ among equal scores), or None."""
     removed: dict[str, str] = Field(default_factory=dict)
     """θ id -> why it was pruned."""
     next_replay: int = 0

@@ -52,6 +52,8 @@ class TrialResult:
     failed: str | None = None
     """Why the fit failed (diverged), or None."""
     model_dir: str | None = None
+    loglik: float | None = None
+    """Mean log-likelihood of E_sel's gold labels (the tie-breaker), where the fit measured it."""
 
 
 def diverged(history: list[dict], score: float | None) -> str | None:
@@ -82,7 +84,8 @@ def read_result(run_dir: Path, cfg: RunConfig) -> TrialResult:
     failed = diverged(history, score)
     return TrialResult(score=None if failed else float(score), dev_score=_finite(dev), scores=scores,
                        mistakes=[int(i) for i in e_gen["mistakes"]], e_gen_rows=int(e_gen["rows"]),
-                       epochs=len(history), failed=failed, model_dir=metrics.get("best_model_dir"))
+                       epochs=len(history), failed=failed, model_dir=metrics.get("best_model_dir"),
+                       loglik=_finite(scores.get("e_sel/loglik")))
 
 
 def _finite(value) -> float | None:

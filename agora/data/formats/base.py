@@ -50,6 +50,17 @@ def find_mistakes(logits: np.ndarray, labels: np.ndarray, regression: bool) -> n
     return logits.argmax(-1) != labels.astype(np.int64)
 
 
+def log_likelihood(logits: np.ndarray, labels: np.ndarray, regression: bool) -> float:
+    """Mean log-likelihood of the gold labels under the model (finer than accuracy: the search breaks
+    ties with it): log softmax of the gold class, or minus the squared error for regression."""
+    logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
+    if regression:
+        return float(-np.mean((logits.reshape(len(labels), -1)[:, 0] - labels) ** 2))
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return float(np.mean(log_probs[np.arange(len(labels)), labels.astype(np.int64)]))
+
+
 def is_pair(card: TaskCard) -> bool:
     """Whether rows carry a second segment (``text_b``)."""
     if card.format in ("grouped", "entity_cloze") or "text_b" in extra_features(card):

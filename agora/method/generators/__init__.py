@@ -54,8 +54,9 @@ from agora.method.generators.common import (Generator, Segments, default_perturb
 from agora.method.generators.eda import eda
 from agora.method.generators.mlm import mlm
 
-__all__ = ["BUILTIN_GENERATORS", "GenerationResult", "Generator", "Segments", "default_perturb_segments", "eda",
-           "generate", "mlm", "resolve_generator", "same_text", "stable_seed", "token_jaccard"]
+__all__ = ["BUILTIN_GENERATORS", "FunctionGenerator", "GenerationResult", "Generator", "Segments",
+           "default_perturb_segments", "eda", "generate", "make_generator", "mlm", "resolve_generator", "same_text",
+           "stable_seed", "token_jaccard"]
 
 
 def resolve_generator(name: str | Generator) -> Generator:
@@ -69,8 +70,11 @@ def resolve_generator(name: str | Generator) -> Generator:
     """
     if callable(name):
         return name
-    if name in BUILTIN_GENERATORS:
+    if name in ("eda", "mlm"):
         return {"eda": eda, "mlm": mlm}[name]
+    if name in BUILTIN_GENERATORS:
+        raise RecipeError(f"generator {name!r} draws from the unlabelled pool: use make_generator({name!r}) and "
+                          "prepare it with the pool (agora.method.expand.Expander does)")
     from agora.config.space import check_generator
 
     try:
@@ -96,15 +100,77 @@ class GenerationResult:
         return iter(zip(self.sources, self.variants))
 
 
+class FunctionGenerator:
+    """A generator function (``eda``, ``mlm``, an import path) in the batch form every generator has:
+    ``prepare(pool, ...)`` (nothing to do for a function) then ``generate(rows, n, seed, keys)``."""
+
+    needs_pool = False
+
+    def __init__(self, fn: Generator, settings: dict | None = None, name: str | None = None):
+        self.fn, self.settings = fn, dict(settings or {})
+        self.name = name or getattr(fn, "__name__", repr(fn))
+
+    def prepare(self, pool=None, **context) -> None:
+        """Functions need no set-up."""
+
+    def generate(self, examples: Sequence[Segments], n: int, seed: int, keys: Sequence | None = None) -> GenerationResult:
+        """Up to ``n`` variants of every example; each example gets its own
+        ``random.Random(stable_seed(seed, key))`` (see :func:`generate`)."""
+        settings = dict(self.settings)
+        rejected: collections.Counter = collections.Counter({"band": 0, "duplicate": 0, "identical": 0})
+        try:
+            takes_counter = "rejected" in inspect.signature(self.fn).parameters
+        except (TypeError, ValueError):
+            takes_counter = False
+        if takes_counter:
+            settings["rejected"] = rejected
+        result = GenerationResult([], [], {})
+        for pos, example in enumerate(examples):
+            example = tuple(example)
+            rng = random.Random(stable_seed(seed, pos if keys is None else keys[pos]))
+            seen: set = set()
+            for variant in self.fn(example, rng, n, **settings)[:n]:
+                variant = tuple(variant)
+                if len(variant) != len(example):
+                    raise ValueError(
+                        f"generator {self.name!r} returned {len(variant)} segments for an input of {len(example)}"
+                    )
+                if keep(variant, example, seen, rejected):
+                    result.variants.append(variant)
+                    result.sources.append(pos)
+        result.rejected = dict(rejected)
+        return result
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Functions keep no state."""
+
+
+def make_generator(name, settings: dict | None = None):
+    """The generator a recipe names (``agora.generator`` with ``agora.generator_settings``), in its batch
+    form: :class:`FunctionGenerator` for functions, :class:`~agora.method.generators.nearest.NearestGenerator`
+    for ``nearest`` (it must be prepared with the unlabelled pool before it generates)."""
+    if name == "nearest":
+        from agora.method.generators.nearest import NearestGenerator
+
+        return NearestGenerator(**(settings or {}))
+    if hasattr(name, "generate") and hasattr(name, "prepare"):
+        return name
+    return FunctionGenerator(resolve_generator(name), settings, name if isinstance(name, str) else None)
+
+
 def generate(
     examples: Sequence[Segments],
-    generator: str | Generator,
+    generator,
     n_per_example: int,
     seed: int,
     keys: Sequence | None = None,
     **settings,
 ) -> GenerationResult:
-    """Apply ``generator`` to every example, ``n_per_example`` variants each (at most).
+    """Apply ``generator`` (a name, a function, or a prepared batch generator) to every example,
+    ``n_per_example`` variants each (at most).
 
     Each example gets its own ``random.Random(stable_seed(seed, key))``, where ``key`` is its
     position in ``examples`` (or ``keys[position]``, e.g. a dataset row id, so an example's
@@ -115,30 +181,6 @@ def generate(
     Raises:
         ValueError: a generator returned a variant with a different number of segments.
     """
-    fn = resolve_generator(generator)
     if keys is not None and len(keys) != len(examples):
         raise ValueError(f"generate: {len(keys)} keys for {len(examples)} examples")
-    rejected: collections.Counter = collections.Counter({"band": 0, "duplicate": 0, "identical": 0})
-    try:
-        takes_counter = "rejected" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes_counter = False
-    if takes_counter:
-        settings = {**settings, "rejected": rejected}
-    result = GenerationResult([], [], {})
-    for pos, example in enumerate(examples):
-        example = tuple(example)
-        key = pos if keys is None else keys[pos]
-        rng = random.Random(stable_seed(seed, key))
-        seen: set = set()
-        for variant in fn(example, rng, n_per_example, **settings)[:n_per_example]:
-            variant = tuple(variant)
-            if len(variant) != len(example):
-                raise ValueError(
-                    f"generator {generator!r} returned {len(variant)} segments for an input of {len(example)}"
-                )
-            if keep(variant, example, seen, rejected):
-                result.variants.append(variant)
-                result.sources.append(pos)
-    result.rejected = dict(rejected)
-    return result
+    return make_generator(generator, settings).generate(examples, n_per_example, seed, keys)
