@@ -1,0 +1,6 @@
+"""Evidence v2: Agora against its baselines under the protocol of AGORA.md ("How Agora is compared").
+
+The pieces of ``benches/agora_vs_plain.py``: :mod:`.stats` (paired tests, Holm, confidence
+intervals), :mod:`.plan` (tasks, slices, seeds), :mod:`.arms` (what each arm trains), :mod:`.fits`
+(running and reusing fits, two at a time), :mod:`.report` (tables and the plot).
+"""

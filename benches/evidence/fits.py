@@ -1,0 +1,140 @@
+"""Running the bench's fits: recipes, two worker processes of one thread each, reuse of finished fits.
+
+A tiny student trains fastest on one thread, and two processes keep both cores busy (two threads
+per fit on two shared cores spin and slow every step). Each finished fit leaves ``bench.json`` in
+its run dir; a rerun reuses a fit whose stored recipe resolves to the same config. Every worker has
+its own teacher cache directory (one writer per cache), so a fit's teacher forward passes depend on
+which worker ran it; the table reports teacher rows *labelled*, which do not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+from evidence.arms import teacher_labelled_generated, teacher_rows_labelled
+
+
+@dataclasses.dataclass
+class Fit:
+    task: str
+    arm: str
+    lr: float
+    seed: int
+    dev: float
+    dev_all: dict
+    e_sel: float
+    steps: int
+    teacher_rows: int
+    generated_labelled: int
+    generated: int
+    wall_s: float
+
+
+def run_dir(work: Path, task: str, arm: str, lr: float, seed: int) -> Path:
+    return work / "runs" / task / arm / f"lr{lr:g}-s{seed}"
+
+
+def same_recipe(directory: Path, wanted: dict) -> bool:
+    """Whether the fit in ``directory`` ran this recipe (its stored recipe, resolved by today's code)."""
+    import yaml
+
+    from agora.config import validate_recipe
+    from agora.errors import RecipeError
+
+    path = directory / "config.yaml"
+    if not path.exists():
+        return False
+    try:
+        stored = validate_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path)).to_dict()
+    except RecipeError:
+        return False
+    return stored == wanted
+
+
+def _worker_init(threads: int) -> None:
+    import logging
+    import os
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "agora", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def fit(job: dict) -> dict:
+    """Run (or reuse) one fit; returns the :class:`Fit` fields. ``job``: task, arm, lr, seed, recipe, dir."""
+    import os
+
+    from agora.config import validate_recipe
+    from agora.data.cards import load_task
+    from agora.trainer import AgoraTrainer
+
+    recipe = job["recipe"]
+    if recipe.get("teacher", {}).get("cache_dir"):  # one teacher cache per worker process: one writer each
+        recipe["teacher"]["cache_dir"] = f"{recipe['teacher']['cache_dir']}-w{os.getpid()}"
+    directory = Path(job["dir"])
+    cfg = validate_recipe(recipe, source=f"benches/agora_vs_plain.py ({job['arm']})")
+    wanted = {**cfg.to_dict(), "teacher": {**cfg.to_dict()["teacher"], "cache_dir": None}}
+    done = directory / "bench.json"
+    stored = json.loads(done.read_text()) if done.exists() else None
+    if stored is None or stored.get("recipe") != wanted:
+        if directory.exists():
+            shutil.rmtree(directory)
+        card = load_task(cfg.task)
+        start = time.perf_counter()
+        result = AgoraTrainer(cfg).fit()
+        wall = time.perf_counter() - start
+        metrics = json.loads((directory / "metrics.json").read_text())
+        report = metrics.get("agora") or {}
+        stored = {
+            "dev": result.scores[f"{card.select_split}/{card.main_metric}"], "dev_all": result.scores,
+            "e_sel": result.main_score, "steps": int(metrics["epochs"][-1]["step"]),
+            "teacher_rows": teacher_rows_labelled(report), "generated_labelled": teacher_labelled_generated(report),
+            "generated": report.get("generated", 0), "wall_s": round(wall, 1), "recipe": wanted}
+        shutil.rmtree(directory / "checkpoints", ignore_errors=True)
+        shutil.rmtree(directory / "logs", ignore_errors=True)
+        done.write_text(json.dumps(stored))
+    fields = {k: stored[k] for k in ("dev", "dev_all", "e_sel", "steps", "teacher_rows", "generated_labelled",
+                                     "generated", "wall_s")}
+    return {"task": job["task"], "arm": job["arm"], "lr": job["lr"], "seed": job["seed"], **fields}
+
+
+class Pool:
+    """Fits in ``workers`` processes of ``threads`` threads (or in this process with ``workers`` 1)."""
+
+    def __init__(self, workers: int, threads: int = 1):
+        self.workers, self.threads = workers, threads
+        self._executor = None
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_worker_init, initargs=(threads,))
+        else:
+            _worker_init(threads)
+
+    def submit(self, job: dict):
+        from concurrent.futures import Future
+
+        if self._executor is not None:
+            return self._executor.submit(fit, job)
+        future: Future = Future()
+        try:
+            future.set_result(fit(job))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(err)
+        return future
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()

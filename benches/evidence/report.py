@@ -1,0 +1,149 @@
+"""The evidence bench's tables and plot: per task and arm, the lr chosen on E_sel, E_sel and dev with
+their spread and 95% intervals, the cost; then the contrasts fixed before the run, with paired
+t-tests and Holm's correction over all of them."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+
+from evidence.arms import CONTRASTS
+from evidence.fits import Fit
+from evidence.stats import Paired, holm, paired
+
+
+@dataclasses.dataclass
+class TaskResult:
+    task: str
+    metric: str
+    split: str
+    arms: list[str]
+    lrs: list[float]
+    fits: list[Fit]
+    teacher: dict
+    majority: dict | None
+    pool_note: str
+    control: bool = False
+    chosen: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def at(self, arm: str) -> dict[int, Fit]:
+        """seed -> the arm's fit at its chosen lr."""
+        return {f.seed: f for f in self.fits if f.arm == arm and f.lr == self.chosen.get(arm)}
+
+
+def mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def choose(res: TaskResult) -> None:
+    """Each arm's lr: the best mean E_sel score over seeds (ties: the first lr of the grid). Never dev."""
+    for arm in res.arms:
+        best = None
+        for lr in res.lrs:
+            scores = [f.e_sel for f in res.fits if f.arm == arm and f.lr == lr]
+            if scores and (best is None or statistics.fmean(scores) > best[0]):
+                best = (statistics.fmean(scores), lr)
+        if best is not None:
+            res.chosen[arm] = best[1]
+
+
+def contrasts(results: list[TaskResult]) -> list[tuple[TaskResult, Paired]]:
+    """Every fixed contrast on every task (the control: the first only), Holm-corrected together."""
+    out = []
+    for res in results:
+        for arm, base, name in CONTRASTS[:1] if res.control else CONTRASTS:
+            a, b = res.at(arm), res.at(base)
+            seeds = sorted(set(a) & set(b))
+            if len(seeds) >= 2:
+                out.append((res, paired(f"{res.task}: {name}", [100 * a[s].dev for s in seeds],
+                                        [100 * b[s].dev for s in seeds])))
+    holm([p for _, p in out])
+    return out
+
+
+def task_table(results: list[TaskResult]) -> str:
+    lines = ["| task | arm | lr (E_sel) | E_sel, mean | dev, mean ± std | dev 95% CI | other dev metrics | seeds "
+             "| steps | teacher rows labelled | generated rows labelled | s / fit (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for arm in res.arms:
+            fits = list(res.at(arm).values())
+            if not fits:
+                continue
+            devs = [100 * f.dev for f in fits]
+            m, s = mean_std(devs)
+            ci = paired("ci", devs, [0.0] * len(devs)) if len(devs) > 1 else None
+            others = ", ".join("{} {:.1f}".format(k.split("/", 1)[1], 100 * statistics.fmean(f.dev_all[k] for f in fits))
+                               for k in sorted(fits[0].dev_all) if k.startswith(f"{res.split}/")
+                               and not k.endswith(f"/{res.metric}"))
+            lines.append(f"| {res.task} ({res.metric}) | {arm} | {res.chosen[arm]:g} "
+                         f"| {100 * statistics.fmean(f.e_sel for f in fits):.1f} | {m:.1f} ± {s:.1f} "
+                         f"| {'-' if ci is None else f'{ci.ci_low:.1f} .. {ci.ci_high:.1f}'} | {others or '-'} "
+                         f"| {len(fits)} | {statistics.fmean(f.steps for f in fits):.0f} "
+                         f"| {statistics.fmean(f.teacher_rows for f in fits):,.0f} "
+                         f"| {statistics.fmean(f.generated_labelled for f in fits):,.0f} "
+                         f"| {statistics.median(f.wall_s for f in fits):.0f} |")
+        maj = res.majority or {}
+        lines.append(f"| {res.task} ({res.metric}) | majority class | | | "
+                     f"{'-' if res.metric not in maj else f'{100 * maj[res.metric]:.1f}'} | | "
+                     f"{', '.join(f'{k} {100 * v:.1f}' for k, v in maj.items() if k != res.metric) or '-'} | | | | | |")
+        t = res.teacher
+        lines.append(f"| {res.task} ({res.metric}) | teacher ({t['rows']:,} rows) | {t['lr']:g} "
+                     f"| {100 * t.get('e_sel', float('nan')):.1f} | {100 * t['dev']:.1f} | | | 1 | | | | "
+                     f"{t.get('wall_s') or 0:.0f} |")
+    return "\n".join(lines)
+
+
+def contrast_table(rows: list[tuple[TaskResult, Paired]]) -> str:
+    lines = ["| contrast | seeds | dev gain (points), mean | 95% CI | t | p | p (Holm) | significant |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, p in rows:
+        lines.append(f"| {p.name} | {p.n} | {p.mean:+.2f} | {p.ci_low:+.2f} .. {p.ci_high:+.2f} | {p.t:.2f} "
+                     f"| {p.p:.4f} | {p.p_holm:.4f} | {'yes' if p.significant else 'no'} |")
+    return "\n".join(lines)
+
+
+def lr_table(results: list[TaskResult]) -> str:
+    lrs = sorted({lr for r in results for lr in r.lrs})
+    lines = ["| task | arm | " + " | ".join(f"lr {lr:g}: E_sel / dev" for lr in lrs) + " |",
+             "|---|---|" + "---|" * len(lrs)]
+    for res in results:
+        for arm in res.arms:
+            cells = []
+            for lr in lrs:
+                fits = [f for f in res.fits if f.arm == arm and f.lr == lr]
+                cells.append("-" if not fits else "{:.1f} / {:.1f}".format(
+                    100 * statistics.fmean(f.e_sel for f in fits), 100 * statistics.fmean(f.dev for f in fits)))
+            lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[TaskResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 3.8), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        arms = [a for a in res.arms if res.at(a)]
+        for i, arm in enumerate(arms):
+            devs = [100 * f.dev for f in res.at(arm).values()]
+            m, s = mean_std(devs)
+            ax.bar(i, m, yerr=s, color=f"C{i}", alpha=0.6, capsize=4)
+            ax.scatter([i] * len(devs), devs, color="k", s=6, zorder=3)
+        maj = (res.majority or {}).get(res.metric)
+        if maj is not None:
+            ax.axhline(100 * maj, color="grey", ls="--", lw=1, label="majority class")
+        ax.axhline(100 * res.teacher["dev"], color="C3", ls=":", lw=1, label="teacher")
+        every = [100 * f.dev for a in arms for f in res.at(a).values()]
+        ax.set_ylim(max(0, min(every + [100 * maj if maj is not None else 100]) - 5),
+                    max(every + [100 * res.teacher["dev"]]) + 3)
+        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{res.task}: dev {res.metric} (lr chosen on E_sel)", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
