@@ -133,7 +133,9 @@ def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, t
     assert _state(tmp_path / "run")["fits"] == 5
     lines = []
     result = run_search(validate_recipe(recipe), "resume.yaml", progress=lines.append)
-    assert "[search] resuming" in lines[1] and sum("[search] round " in line for line in lines) == 1
+    assert "[search] resuming" in lines[1] and "5 fits done" in lines[1]
+    fit_lines = [line for line in lines if line.startswith("[search] round ")]  # only round 1's unfinished fits run again
+    assert [line.split(" (#")[0] for line in fit_lines] == ["[search] round 1, fit 2/3", "[search] round 1, fit 3/3"]
     resumed, uninterrupted = _state(tmp_path / "run"), _state(reference)
     assert _fits(resumed) == _fits(uninterrupted)
     assert resumed["best"]["trial"] == uninterrupted["best"]["trial"] and resumed["d_rows"] == uninterrupted["d_rows"]
@@ -155,7 +157,7 @@ def test_plain_baseline_is_the_same_search_with_agora_off(tmp_path, tiny_bort, t
     assert state["fits"] == 2 and state["d_rows"] == 0 and state["teacher_calls"] == 0
     assert not (tmp_path / "run" / "search" / "added.jsonl").exists()
     for fit in state["rounds"][0]["fits"].values():  # ranked on E_sel carved from train, as the Agora search
-        assert set(fit["scores"]) == {"validation/accuracy", "e_sel/accuracy"} and fit["mistakes"] == []
+        assert set(fit["scores"]) == {"validation/accuracy", "e_sel/accuracy", "e_sel/loglik"} and fit["mistakes"] == []
         assert fit["score"] == fit["scores"]["e_sel/accuracy"]
     assert result.selection_score == max(f["score"] for f in state["rounds"][0]["fits"].values())
     report = (tmp_path / "run" / "report.md").read_text()
