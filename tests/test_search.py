@@ -359,3 +359,50 @@ def test_report_marks_the_paper_faithful_variant(tmp_path):
     text = write_report(tmp_path, state, summary, "plan").read_text()
     assert "E = the official dev set (`agora.eval_on: dev`, paper-faithful)" in text
     assert "official dev score (validation/accuracy): 60.00" in text
+
+
+# ------------------------------------------------------------------ where fits run: search.runner, search.ray
+
+def test_runner_settings_validate_and_do_not_change_the_search():
+    from agora.search.state import fingerprint
+
+    local, on_ray = _cfg(), _cfg({"runner": "ray", "ray": {"address": "auto", "cpus_per_trial": 2,
+                                                             "max_concurrent_trials": 4, "storage_path": "s3://b/x"}})
+    assert local.search.runner == "local" and local.search.ray.address is None and local.search.ray.max_failures == 2
+    assert on_ray.search.ray.cpus_per_trial == 2 and on_ray.search.ray.gpus_per_trial == 0
+    # the same search either way: a search started on one runner resumes on the other
+    assert fingerprint(local) == fingerprint(on_ray)
+    assert [t.cfg for t in local.space.thetas] == [t.cfg for t in on_ray.space.thetas]
+    for address in ("ray://head:10001", "10.0.0.5:6379", "localhost:6379"):
+        assert _cfg({"runner": "ray", "ray": {"address": address}}).search.ray.address == address
+    with pytest.raises(RecipeError, match=r"search\.ray\.address 'head': give null .*'auto'.*'host:port'.*'ray://host:port'"):
+        _cfg({"runner": "ray", "ray": {"address": "head"}})
+    with pytest.raises(RecipeError, match=r"'search\.ray\.cpus_per_trial': Input should be greater than 0"):
+        _cfg({"ray": {"cpus_per_trial": 0}})
+    with pytest.raises(RecipeError, match=r"'search\.runner': Input should be 'local' or 'ray'"):
+        _cfg({"runner": "slurm"})
+
+
+def test_ray_runner_without_ray_is_an_error_naming_the_extra(monkeypatch):
+    """Without Ray installed, a recipe asking for it fails where it enters, before any work; where Ray is
+    installed but does not import (e.g. without Tune's dependencies), the runner says the same."""
+    import importlib.metadata
+    import sys
+
+    from agora.search.ray_runner import import_ray
+
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name == "ray":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    with pytest.raises(RecipeError, match=r"search\.runner: ray needs Ray, which is not installed: "
+                                          r"pip install 'agora-finetune\[ray\]' \(or set search\.runner: local\)"):
+        _cfg({"runner": "ray"})
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails
+    with pytest.raises(RecipeError, match=r"search\.runner: ray needs Ray Tune, which cannot be imported .*"
+                                          r"pip install 'agora-finetune\[ray\]'"):
+        import_ray(None)
