@@ -153,6 +153,26 @@ def test_rounds_prune_until_theta_is_empty_and_keep_the_best():
     assert "round 0, fit 1/4 (#1): lr=0.0001, seed=0 -> E_sel 70.00, dev 60.00 (best so far)" in lines[0]
 
 
+def test_fits_finishing_in_any_order_give_the_same_search():
+    """A concurrent runner reports a round's fits in the order they finish: the state, the best (a tie
+    goes to the θ first in Θ's order) and every decision are those of the in-order run."""
+
+    class Reversed(FakeRunner):
+        def run(self, trials, done) -> None:
+            for trial in reversed(list(trials)):
+                self.trials.append(trial)
+                done(trial, None)
+
+    tied = {**TABLE, (1e-4, 1): 0.70}  # θ 0 and θ 1 tie for the best
+    in_order, _, _ = _run(_cfg({"max_replays": 0}), FakeRunner(tied))
+    shuffled, _, lines = _run(_cfg({"max_replays": 0}), Reversed(tied))
+    assert shuffled["best"] == in_order["best"] and shuffled["best"]["trial"] == "r0.0-t0"
+    for a, b in zip(shuffled["rounds"], in_order["rounds"]):
+        assert list(a["fits"]) == sorted(a["fits"], reverse=True)  # listed as they finished
+        assert {**a, "fits": None} == {**b, "fits": None} and {k: a["fits"][k] for k in b["fits"]} == b["fits"]
+    assert "(best so far)" in lines[0] and "(best so far)" in lines[2] and lines[0].endswith("3 left in the round")
+
+
 def test_replay_when_the_best_did_not_improve_with_fresh_seeds():
     table = {**TABLE, (1e-4, 1000): 0.55, (1e-4, 1001): 0.75, (1e-4, 2000): 0.1, (1e-4, 2001): 0.1}
     runner = FakeRunner(table)

@@ -143,6 +143,37 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_ad
     assert "pruned: ModelError: tokenizer" in (tmp_path / "run" / "report.md").read_text()
 
 
+def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path, tiny_bort, tiny_teacher, data_dir):
+    """θ 0's fit kills its own process (SIGKILL, as the OOM killer or a lost node would) every time it
+    starts. With max_failures 1, Ray Tune starts it twice, then it is recorded as failed with the
+    reason and pruned; θ 1 finishes and the search goes on."""
+    from agora.method.extension import agora_extension
+    from agora.search.ray_runner import RayRunner
+
+    def killed(cfg, card, run_dir, marks=tmp_path / "marks"):  # nested: Ray pickles it by value
+        marks.mkdir(exist_ok=True)
+        tries = len(list(marks.glob(f"{cfg.optim.lr}-*")))
+        (marks / f"{cfg.optim.lr}-{tries}").touch()
+        if cfg.optim.lr == 3e-3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return agora_extension(cfg, card, run_dir)
+
+    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
+    recipe["output"]["predict"] = False
+    recipe["search"] = {**recipe["search"], **RAY, "ray": {**RAY["ray"], "max_failures": 1}, "space": {},
+                        "max_rounds": 1, "trials": [{"optim.lr": 3e-3}, {"optim.lr": 1e-4}]}
+    from agora.config import validate_recipe
+
+    cfg = validate_recipe(recipe)
+    runner = RayRunner(cfg.search.ray, tmp_path / "run", extend=killed, progress=lambda line: None)
+    _search(recipe, runner=runner)
+    fits = _state(tmp_path / "run")["rounds"][0]["fits"]
+    assert sorted(p.name for p in (tmp_path / "marks").iterdir()) == ["0.0001-0", "0.003-0", "0.003-1"]
+    assert fits["1"]["score"] is not None and fits["0"]["score"] is None
+    assert fits["0"]["failed"].startswith("its worker was lost 2 time(s), retries spent: The actor is dead")
+    assert _state(tmp_path / "run")["rounds"][0]["removed"] == {"0": "failed fit"}
+
+
 def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path, tiny_bort, tiny_teacher, data_dir):
     """The driver (the CLI, joining this module's Ray as a cluster) is killed once round 0 is done and
     round 1 has started; the rerun records the fits not yet finished, and only those, and ends as the

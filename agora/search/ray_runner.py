@@ -320,10 +320,9 @@ def _tune_classes(tune):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             text = str(trial.get_error() or "").strip().splitlines()
-            attempts = trial.run_metadata.num_failures
-            self.queue.put({"trial": trial.config["trial"], "seconds": None,
-                            "failure": f"its worker was lost {attempts} time(s), retries spent: "
-                                       f"{(text[-1] if text else 'see Ray logs')[:300]}"})
+            why = (text[-1] if text else "see Ray's logs").split(" Some common causes")[0][:300]
+            self.queue.put({"trial": trial.config["trial"], "seconds": None, "failure":
+                            f"its worker was lost {trial.run_metadata.num_failures} time(s), retries spent: {why}"})
 
     class Stop(tune.Stopper):
         def __init__(self, key: str):
