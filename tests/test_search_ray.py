@@ -26,9 +26,12 @@ import yaml
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a Ray of this machine: loopback only
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'agora-finetune[ray]')")
 
-from test_search_e2e import _fits, _recipe, _state  # noqa: E402
+from test_search_e2e import _fits, _recipe, _state
 
 RAY = {"runner": "ray", "ray": {"cpus_per_trial": 1, "max_concurrent_trials": 2}}
+DASHBOARD = "http://127.0.0.1:8265"
+"""The dashboard URL a driver is told (Ray's ``RAY_OVERRIDE_DASHBOARD_URL``, as for a dashboard behind a proxy):
+the module's Ray serves none (``include_dashboard=False``)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,7 +91,7 @@ def ray_searched(ray_address, tmp_path_factory, tiny_bort, tiny_teacher, data_di
 
 
 def test_ray_search_equals_the_local_search(local_reference, ray_searched):
-    (_, local), (recipe, run, lines, _) = local_reference, ray_searched
+    (_, local), (recipe, run, _, _) = local_reference, ray_searched
     ours, theirs = _state(run), _state(local)
     # the same fits (names, seeds), the same scores and mistakes, bit for bit (see the module's note); the
     # state lists a round's fits in the order they finished
@@ -117,10 +120,13 @@ def test_ray_progress_one_line_per_finished_trial(ray_searched):
     _, run, lines, _ = ray_searched
     assert lines[1] == "[ray] 2 CPU(s), 0 GPU(s) on 1 node(s); each fit takes 1 CPU(s) and 0 GPU(s): 2 fit(s) at once"
     fits = [line for line in lines if line.startswith("[search] round ")]
-    assert len(fits) == _state(run)["fits"] == 6  # θ, its E_sel score, its wall time, the fits left in its round
+    state = _state(run)
+    assert len(fits) == state["fits"] == sum(len(r["thetas"]) for r in state["rounds"])  # one per finished fit
+    # θ, its E_sel score, its wall time, the fits left in its round
     assert re.fullmatch(r"\[search\] round 0, fit 1/4 \(#1\): lr=\S+, seed=\d -> E_sel \d+\.\d\d, dev \d+\.\d\d"
                         r" \(best so far\); \d+\.\d s, 3 left in the round", fits[0]), fits[0]
-    assert [f.rsplit(", ", 1)[1] for f in fits] == [f"{n} left in the round" for n in (3, 2, 1, 0, 1, 0)]
+    assert [f.rsplit(", ", 1)[1] for f in fits] == [f"{n} left in the round" for r in state["rounds"]
+                                                    for n in reversed(range(len(r["thetas"])))]
 
 
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_address, tmp_path, tiny_bort,
@@ -146,29 +152,36 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_ad
 def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path, tiny_bort, tiny_teacher, data_dir):
     """θ 0's fit kills its own process (SIGKILL, as the OOM killer or a lost node would) every time it
     starts. With max_failures 1, Ray Tune starts it twice, then it is recorded as failed with the
-    reason and pruned; θ 1 finishes and the search goes on."""
+    reason and pruned; θ 1 finishes and the search goes on. Each fit takes both CPUs, so it runs
+    alone, on 2 torch threads."""
     from agora.method.extension import agora_extension
     from agora.search.ray_runner import RayRunner
 
     def killed(cfg, card, run_dir, marks=tmp_path / "marks"):  # nested: Ray pickles it by value
         marks.mkdir(exist_ok=True)
         tries = len(list(marks.glob(f"{cfg.optim.lr}-*")))
-        (marks / f"{cfg.optim.lr}-{tries}").touch()
+        import torch
+
+        (marks / f"{cfg.optim.lr}-{tries}").write_text(f"{torch.get_num_threads()} {os.environ['OMP_NUM_THREADS']}")
         if cfg.optim.lr == 3e-3:
             os.kill(os.getpid(), signal.SIGKILL)
         return agora_extension(cfg, card, run_dir)
 
     recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
     recipe["output"]["predict"] = False
-    recipe["search"] = {**recipe["search"], **RAY, "ray": {**RAY["ray"], "max_failures": 1}, "space": {},
+    recipe["search"] = {**recipe["search"], **RAY, "ray": {**RAY["ray"], "cpus_per_trial": 2, "max_failures": 1},
+                        "space": {},
                         "max_rounds": 1, "trials": [{"optim.lr": 3e-3}, {"optim.lr": 1e-4}]}
     from agora.config import validate_recipe
 
     cfg = validate_recipe(recipe)
-    runner = RayRunner(cfg.search.ray, tmp_path / "run", extend=killed, progress=lambda line: None)
+    lines: list[str] = []
+    runner = RayRunner(cfg.search.ray, tmp_path / "run", extend=killed, progress=lines.append)
     _search(recipe, runner=runner)
     fits = _state(tmp_path / "run")["rounds"][0]["fits"]
-    assert sorted(p.name for p in (tmp_path / "marks").iterdir()) == ["0.0001-0", "0.003-0", "0.003-1"]
+    assert lines == ["[ray] 2 CPU(s), 0 GPU(s) on 1 node(s); each fit takes 2 CPU(s) and 0 GPU(s): 1 fit(s) at once"]
+    marks = {p.name: p.read_text() for p in (tmp_path / "marks").iterdir()}
+    assert marks == {"0.0001-0": "2 2", "0.003-0": "2 2", "0.003-1": "2 2"}  # torch threads, OMP_NUM_THREADS
     assert fits["1"]["score"] is not None and fits["0"]["score"] is None
     assert fits["0"]["failed"].startswith("its worker was lost 2 time(s), retries spent: The actor is dead")
     assert _state(tmp_path / "run")["rounds"][0]["removed"] == {"0": "failed fit"}
@@ -187,7 +200,8 @@ def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path
     path.write_text(yaml.safe_dump(recipe))
     state_file = tmp_path / "run" / "search" / "state.json"
     driver = subprocess.Popen([sys.executable, "-m", "agora.cli", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env={**os.environ, "AGORA_DATA_DIR": str(data_dir)})
+                              stderr=subprocess.STDOUT, env={**os.environ, "AGORA_DATA_DIR": str(data_dir),
+                                                             "RAY_OVERRIDE_DASHBOARD_URL": DASHBOARD, "PYTHONUNBUFFERED": "1"})
     deadline, done = time.time() + 300, 0
     while time.time() < deadline and driver.poll() is None:
         done = json.loads(state_file.read_text())["fits"] if state_file.is_file() else 0
@@ -197,6 +211,9 @@ def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path
     assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    # the driver joined the cluster and printed its resources and the dashboard's URL as Ray reports it
+    assert f"[ray] 2 CPU(s), 0 GPU(s) on 1 node(s); each fit takes 1 CPU(s) and 0 GPU(s): 2 fit(s) at once; " \
+           f"dashboard: {DASHBOARD}\n" in driver.stdout.read().decode()
     killed = _state(tmp_path / "run")
     total = _state(reference)["fits"]
     assert killed["rounds"][0]["done"] and not killed["rounds"][1]["done"] and 5 <= killed["fits"] < total
@@ -218,5 +235,6 @@ def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path
     best = tmp_path / "run" / "trials" / resumed["best"]["trial"]
     assert json.loads((best / "metrics.json").read_text())["best_model_dir"] == str(best / "best")
     assert (tmp_path / "run" / "best" / "config.json").is_file() and (tmp_path / "storage" / "run" / "ray").is_dir()
-    round1 = json.loads((tmp_path / "run" / "trials" / "r1.0-t0" / "metrics.json").read_text())["agora"]["teacher"]
+    round1 = tmp_path / "run" / "trials" / f"r1.0-t{resumed['rounds'][1]['thetas'][0]}" / "metrics.json"
+    round1 = json.loads(round1.read_text())["agora"]["teacher"]
     assert round1["train_rows_scored"] == 64 - 12 + resumed["d_rows"]  # D's additions reached the fit

@@ -6,6 +6,6 @@ from agora.config.schema import (AgoraConfig, BudgetConfig, DataConfig, ModelCon
                                  RAY_EXTRA, RayConfig, RunConfig, SearchConfig, TeacherConfig, TrialConfig)
 from agora.config.space import Space, Theta
 
-__all__ = ["DEFAULT_TRAINER", "AgoraConfig", "BudgetConfig", "DataConfig", "ModelConfig", "OptimConfig",
-           "OutputConfig", "RAY_EXTRA", "RayConfig", "RunConfig", "SearchConfig", "Space", "TeacherConfig", "Theta", "TrialConfig",
+__all__ = ["DEFAULT_TRAINER", "RAY_EXTRA", "AgoraConfig", "BudgetConfig", "DataConfig", "ModelConfig", "OptimConfig",
+           "OutputConfig", "RayConfig", "RunConfig", "SearchConfig", "Space", "TeacherConfig", "Theta", "TrialConfig",
            "apply_overrides", "load_recipe", "parse_override", "validate_recipe"]

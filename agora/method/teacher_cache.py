@@ -88,7 +88,7 @@ class TeacherCache:
         return cache_key(self.teacher_id, segments) in self._rows
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator["TeacherCache"]:
+    def exclusive(self) -> Iterator[TeacherCache]:
         """Hold the cache directory's lock (other processes' ``exclusive`` waits) and see every part
         written so far: score-and-add inside it and no input is scored twice (no-op in memory)."""
         if self.directory is None or fcntl is None:

@@ -332,7 +332,8 @@ def _tune_classes(tune):
             return False
 
         def stop_all(self) -> bool:
-            from agora.search.ray_runner import _STOPS  # looked up where Tune runs, not pickled with the class
+            # looked up where Tune runs, not pickled with the class
+            from agora.search.ray_runner import _STOPS
 
             flag = _STOPS.get(self.key)
             return flag is not None and flag.is_set()
