@@ -153,6 +153,26 @@ def test_rounds_prune_until_theta_is_empty_and_keep_the_best():
     assert "round 0, fit 1/4 (#1): lr=0.0001, seed=0 -> E_sel 70.00, dev 60.00 (best so far)" in lines[0]
 
 
+def test_fits_finishing_in_any_order_give_the_same_search():
+    """A concurrent runner reports a round's fits in the order they finish: the state, the best (a tie
+    goes to the θ first in Θ's order) and every decision are those of the in-order run."""
+
+    class Reversed(FakeRunner):
+        def run(self, trials, done) -> None:
+            for trial in reversed(list(trials)):
+                self.trials.append(trial)
+                done(trial, None)
+
+    tied = {**TABLE, (1e-4, 1): 0.70}  # θ 0 and θ 1 tie for the best
+    in_order, _, _ = _run(_cfg({"max_replays": 0}), FakeRunner(tied))
+    shuffled, _, lines = _run(_cfg({"max_replays": 0}), Reversed(tied))
+    assert shuffled["best"] == in_order["best"] and shuffled["best"]["trial"] == "r0.0-t0"
+    for a, b in zip(shuffled["rounds"], in_order["rounds"]):
+        assert list(a["fits"]) == sorted(a["fits"], reverse=True)  # listed as they finished
+        assert {**a, "fits": None} == {**b, "fits": None} and {k: a["fits"][k] for k in b["fits"]} == b["fits"]
+    assert "(best so far)" in lines[0] and "(best so far)" in lines[2] and lines[0].endswith("3 left in the round")
+
+
 def test_replay_when_the_best_did_not_improve_with_fresh_seeds():
     table = {**TABLE, (1e-4, 1000): 0.55, (1e-4, 1001): 0.75, (1e-4, 2000): 0.1, (1e-4, 2001): 0.1}
     runner = FakeRunner(table)
@@ -359,3 +379,50 @@ def test_report_marks_the_paper_faithful_variant(tmp_path):
     text = write_report(tmp_path, state, summary, "plan").read_text()
     assert "E = the official dev set (`agora.eval_on: dev`, paper-faithful)" in text
     assert "official dev score (validation/accuracy): 60.00" in text
+
+
+# ------------------------------------------------------------------ where fits run: search.runner, search.ray
+
+def test_runner_settings_validate_and_do_not_change_the_search():
+    from agora.search.state import fingerprint
+
+    local, on_ray = _cfg(), _cfg({"runner": "ray", "ray": {"address": "auto", "cpus_per_trial": 2,
+                                                             "max_concurrent_trials": 4, "storage_path": "s3://b/x"}})
+    assert local.search.runner == "local" and local.search.ray.address is None and local.search.ray.max_failures == 2
+    assert on_ray.search.ray.cpus_per_trial == 2 and on_ray.search.ray.gpus_per_trial == 0
+    # the same search either way: a search started on one runner resumes on the other
+    assert fingerprint(local) == fingerprint(on_ray)
+    assert [t.cfg for t in local.space.thetas] == [t.cfg for t in on_ray.space.thetas]
+    for address in ("ray://head:10001", "10.0.0.5:6379", "localhost:6379"):
+        assert _cfg({"runner": "ray", "ray": {"address": address}}).search.ray.address == address
+    with pytest.raises(RecipeError, match=r"search\.ray\.address 'head': give null .*'auto'.*'host:port'.*'ray://host:port'"):
+        _cfg({"runner": "ray", "ray": {"address": "head"}})
+    with pytest.raises(RecipeError, match=r"'search\.ray\.cpus_per_trial': Input should be greater than 0"):
+        _cfg({"ray": {"cpus_per_trial": 0}})
+    with pytest.raises(RecipeError, match=r"'search\.runner': Input should be 'local' or 'ray'"):
+        _cfg({"runner": "slurm"})
+
+
+def test_ray_runner_without_ray_is_an_error_naming_the_extra(monkeypatch):
+    """Without Ray installed, a recipe asking for it fails where it enters, before any work; where Ray is
+    installed but does not import (e.g. without Tune's dependencies), the runner says the same."""
+    import importlib.metadata
+    import sys
+
+    from agora.search.ray_runner import import_ray
+
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name == "ray":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    with pytest.raises(RecipeError, match=r"search\.runner: ray needs Ray, which is not installed: "
+                                          r"pip install 'agora-finetune\[ray\]' \(or set search\.runner: local\)"):
+        _cfg({"runner": "ray"})
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails
+    with pytest.raises(RecipeError, match=r"search\.runner: ray needs Ray Tune, which cannot be imported .*"
+                                          r"pip install 'agora-finetune\[ray\]'"):
+        import_ray(None)

@@ -3,6 +3,10 @@
 import csv
 import functools
 import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +103,10 @@ def test_each_distinct_input_scored_once_ever(teacher_dir, tmp_path):
     restarted.score(inputs[:2] + more)
     assert restarted.forward_calls == 5
 
-    # The cache on disk: one valid Arrow part file per batch of new entries, no temporary files.
+    # The cache on disk: one valid Arrow part file per batch of new entries, named uniquely per writer
+    # (time, pid, random: names sort in the order written), no temporary files.
     parts = sorted(restarted.cache.directory.glob("part-*.arrow"))
-    assert [p.name for p in parts] == ["part-00000.arrow", "part-00001.arrow"]
+    assert len(parts) == 2 and all(re.fullmatch(rf"part-\d{{20}}-{os.getpid()}-[0-9a-f]{{8}}\.arrow", p.name) for p in parts)
     assert not list(restarted.cache.directory.glob("*.tmp"))
     tables = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in parts]
     assert [t.num_rows for t in tables] == [20, 5]
@@ -182,3 +187,84 @@ def test_teacher_cache_lookup_and_add(tmp_path):
     memory = TeacherCache(None, "teacher-x")
     memory.add([("c",)], [[1.0, 0.0]])
     assert memory.lookup([("c",)])[1].tolist() == [False] and memory.directory is None
+
+
+# ------------------------------------------------------------------ concurrency: several processes, one cache
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from agora.method.teacher_cache import TeacherCache
+root, first, last, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+cache = TeacherCache(root, "teacher-x")
+while not go.exists():  # both start writing at the same moment
+    time.sleep(0.005)
+for start in range(first, last, 7):  # many small parts, each written while the other process writes
+    keys = range(start, min(start + 7, last))
+    cache.add([(f"input {i}",) for i in keys], [[i, -i, i / 1000] for i in keys])
+"""
+
+
+def _check_rows(cache, keys):
+    if not keys:
+        return
+    probs, miss = cache.lookup([(f"input {i}",) for i in keys], count=False)
+    assert not miss.any()
+    assert np.array_equal(probs, np.array([[i, -i, i / 1000] for i in keys], dtype=np.float32))
+
+
+def test_concurrent_cache_writes_lose_no_entry_and_corrupt_none(tmp_path):
+    """Two processes add overlapping entries to one cache directory at once, in parts of 7 rows, while
+    this process keeps reading: every entry lands, every part reads back whole, no reader sees half a
+    part (an entry with a wrong value or a file that does not parse)."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "cache"), str(a), str(b), str(go)],
+                              stderr=subprocess.PIPE) for a, b in ((0, 700), (350, 1050))]
+    reader, reads = TeacherCache(tmp_path / "cache", "teacher-x"), 0
+    time.sleep(1.0)
+    go.touch()
+    while any(p.poll() is None for p in procs):
+        reader.refresh()  # parts appear whole or not at all
+        _check_rows(reader, [i for i in range(1050) if (f"input {i}",) in reader])
+        reads += 1
+    assert [p.wait() for p in procs] == [0, 0], [p.stderr.read().decode()[-2000:] for p in procs]
+    fresh = TeacherCache(tmp_path / "cache", "teacher-x")
+    assert len(fresh) == 1050 and reads > 1
+    _check_rows(fresh, range(1050))
+    # 2 x 100 parts of 7 rows (the 350 shared inputs written by both: neither process had seen the other's)
+    parts = list(fresh.directory.glob("part-*.arrow"))
+    assert len(parts) == 200 and not list(fresh.directory.glob(".*.tmp"))
+    assert sum(pa.ipc.open_file(pa.memory_map(str(p))).read_all().num_rows for p in parts) == 1400
+
+
+SCORER = """
+import sys, time, json
+from pathlib import Path
+from agora.method.teacher import Teacher
+teacher_dir, cache, go, n = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+teacher = Teacher(teacher_dir, ["entailment", "not_entailment"], cache_dir=cache, batch_size=4)
+inputs = [(f"The cat number {i} sat on the mat.", f"A cat {i} is sitting.") for i in range(n)]
+while not go.exists():  # both processes miss the whole cache at the same moment
+    time.sleep(0.005)
+probs = teacher.score(inputs)
+print(json.dumps({"forward_calls": teacher.forward_calls, "hits": teacher.cache.hits, "misses": teacher.cache.misses,
+                  "probs": probs.round(6).tolist()}))
+"""
+
+
+def test_concurrent_fits_score_each_input_once(teacher_dir, tmp_path):
+    """Two processes score the same 48 inputs at the same moment through one cache directory: one
+    scores them, the other waits for its part and reads it (teacher forward passes = distinct inputs)."""
+    import json
+
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", SCORER, teacher_dir, str(tmp_path / "cache"), str(go), "48"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(1.0)
+    go.touch()
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    a, b = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    assert sorted([a["forward_calls"], b["forward_calls"]]) == [0, 48]
+    assert a["hits"] + b["hits"] == 48 and a["misses"] + b["misses"] == 48  # the waiter counts its reads as hits
+    assert a["probs"] == b["probs"]

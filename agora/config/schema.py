@@ -166,6 +166,43 @@ class BudgetConfig(_Section):
     """Training epochs in the whole search (fits x ``trainer.max_epochs``)."""
 
 
+RAY_EXTRA = "pip install 'agora-finetune[ray]'"
+"""How to install what ``search.runner: ray`` needs."""
+
+
+class RayConfig(_Section):
+    """Where the fits of a search run with ``search.runner: ray`` (:mod:`agora.search.ray_runner`)."""
+
+    address: str | None = None
+    """``null``: start a local Ray with this machine's resources (listening on loopback only); ``auto``:
+    join the cluster this machine belongs to (``ray start``); ``host:port`` or ``ray://host:port``: join
+    that cluster."""
+    cpus_per_trial: float = Field(1, gt=0)
+    """CPUs Ray reserves for each fit; a fit uses that many torch threads (at least 1)."""
+    gpus_per_trial: float = Field(0, ge=0)
+    """GPUs Ray reserves for each fit (a fraction shares a GPU between fits)."""
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    """Fits of a round running at once; default: as many as the resources allow."""
+    storage_path: str | None = None
+    """Where the fits' run dirs land when the machines share no filesystem with this one (a path every
+    node sees, or a URI such as ``s3://bucket/agora``); the driver gathers each into ``output.dir``.
+    Default: the fits write straight into ``output.dir`` (one machine, or ``output.dir`` on a shared disk)."""
+    max_failures: int = Field(2, ge=0)
+    """Times a fit is restarted after its worker was lost (Ray Tune's ``FailureConfig``); an exception
+    or a NaN in the fit itself is not retried: the fit is recorded as failed and pruned."""
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is None or value == "auto" or value.startswith("ray://"):
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"search.ray.address {value!r}: give null (a local Ray), 'auto' (the cluster of this "
+                             "machine), 'host:port' or 'ray://host:port'")
+        return value
+
+
 class SearchConfig(_Section):
     """Agora's rounds over Θ (AGORA.md, "The loop"); see :mod:`agora.search`.
 
@@ -185,6 +222,24 @@ class SearchConfig(_Section):
     """Stop after this many rounds (replays included); default: until Θ is empty."""
     replay_seed_offset: int = Field(1000, ge=1)
     """A replay's fits use seed + offset x replay number."""
+    runner: Literal["local", "ray"] = "local"
+    """Where the fits run: ``local``, one after the other in this process; ``ray``, the fits of a round
+    at once as the trials of a Ray Tune experiment (``search.ray``; needs ``agora-finetune[ray]``). The
+    search is the same either way (same θs, seeds, E, pruning, replays)."""
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("runner")
+    @classmethod
+    def _ray_installed(cls, value: str) -> str:
+        import importlib.metadata
+
+        if value == "ray":
+            try:
+                importlib.metadata.distribution("ray")
+            except importlib.metadata.PackageNotFoundError:
+                raise ValueError(f"search.runner: ray needs Ray, which is not installed: {RAY_EXTRA} "
+                                 "(or set search.runner: local)") from None
+        return value
 
     @model_validator(mode="after")
     def _one_theta_source(self) -> "SearchConfig":

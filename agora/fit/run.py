@@ -212,9 +212,14 @@ class LocalRunner:
         self.extend = extend
 
     def run(self, jobs: Iterable, done: Callable[[Any, str | None], None]) -> None:
-        """Run every job in order; ``done(job, None)`` after each (an exception stops the loop)."""
+        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds`` (an
+        exception stops the loop)."""
+        import time
+
         for job in jobs:
+            start = time.perf_counter()
             self.run_one(job)
+            job.seconds = time.perf_counter() - start
             done(job, None)
 
     def run_one(self, job) -> None:

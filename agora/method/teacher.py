@@ -14,11 +14,13 @@ probability vector so rows can also train on soft targets (Hinton et al. 2015).
   score, shape ``[n, 1]``. Multiple choice: input ``(context, question, opt_1..opt_k)`` is
   encoded as k pairs ``(context, question + " " + option)``; output is the softmax over options.
 - ``TeacherCache`` (our choice): each distinct input is scored once ever. Raw teacher outputs
-  are stored in Arrow IPC files ``<cache_dir>/<sha256(identity)[:16]>/part-XXXXX.arrow``
+  are stored in Arrow IPC files ``<cache_dir>/<sha256(identity)[:16]>/part-*.arrow``
   (columns ``key`` string, ``probs`` list<float32>), keyed by
-  ``sha256(json.dumps([identity, segments]))``. New entries go to a new part file written
-  atomically (temporary file in the same directory, then ``os.replace``). One writer per cache
-  directory at a time; other processes call ``refresh()`` to see new parts.
+  ``sha256(json.dumps([identity, segments]))``. New entries go to a new part file, named uniquely
+  per writer and written atomically (temporary file in the same directory, then ``os.replace``).
+  Concurrent fits share the cache safely: a process scores its misses holding the directory's lock,
+  after loading what others wrote, so an input is scored once even when fits label at the same
+  time (:mod:`agora.method.teacher_cache`).
 
 The cache identity covers the teacher's weights (``Teacher.teacher_id``: resolved path, sha256
 of ``config.json``, size and mtime of the weight files; or hub id + commit) and everything
@@ -237,11 +239,15 @@ class Teacher:
             return np.zeros((0, 0 if self.task_type == "multiple_choice" else self.num_outputs), dtype=np.float32)
         raw, miss = self.cache.lookup(inputs)
         if miss.any():
-            todo = list(dict.fromkeys(seg for seg, m in zip(inputs, miss) if m))  # distinct, in order
-            scored = self._forward(todo)
-            self.cache.add(todo, scored)
-            fresh = dict(zip(todo, scored))
-            raw = np.stack([fresh[seg] if m else row for seg, m, row in zip(inputs, miss, raw)])
+            missed = list(dict.fromkeys(seg for seg, m in zip(inputs, miss) if m))  # distinct, in order
+            with self.cache.exclusive():  # a concurrent fit may be scoring the same inputs: wait, then read them
+                todo = [seg for seg, m in zip(missed, self.cache.lookup(missed, count=False)[1]) if m]
+                if todo:
+                    self.cache.add(todo, self._forward(todo))
+            scored_here = set(todo)
+            late = sum(1 for seg, m in zip(inputs, miss) if m and seg not in scored_here)  # scored by another process
+            self.cache.hits, self.cache.misses = self.cache.hits + late, self.cache.misses - late
+            raw = self.cache.lookup(inputs, count=False)[0]
         return raw @ self.columns if self.columns is not None else raw
 
     def _forward(self, inputs: list[Segments]) -> np.ndarray:

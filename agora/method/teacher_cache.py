@@ -1,25 +1,41 @@
 """The teacher's persistent cache: each distinct input is scored once, ever (see :mod:`agora.method.teacher`).
 
-Raw teacher outputs are stored in Arrow IPC files ``<cache_dir>/<sha256(identity)[:16]>/part-XXXXX.arrow``
+Raw teacher outputs are stored in Arrow IPC files ``<cache_dir>/<sha256(identity)[:16]>/part-*.arrow``
 (columns ``key`` string, ``probs`` list<float32>), keyed by ``sha256(json.dumps([identity,
-segments]))``. New entries go to a new part file written atomically (temporary file in the same
-directory, then ``os.replace``). One writer per cache directory at a time; other processes call
-``refresh()`` to see new parts.
+segments]))``.
+
+Concurrency (several fits of a search label at once, on one machine or on a shared filesystem):
+
+- Writes are atomic and never collide: new entries go to a new part file whose name is unique to
+  its writer (``part-<time_ns>-<pid>-<random>.arrow``), written as a temporary file in the same
+  directory and renamed into place (``os.replace``). A reader lists only ``part-*.arrow``, so it
+  sees a whole part or none of it, never a torn entry; no part is ever rewritten or deleted.
+- Each input is scored once across processes: :meth:`TeacherCache.exclusive` holds an advisory lock
+  (``fcntl.flock`` on ``<dir>/.lock``) while a process loads the parts written since it last
+  looked, scores what is still missing and writes it (:meth:`agora.method.teacher.Teacher.score`);
+  a second process missing the same inputs waits, then finds them. The lock dies with its process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import re
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from agora.files import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock; writes stay atomic, an input may be scored twice
+    fcntl = None
 
 _SCHEMA = pa.schema([("key", pa.string()), ("probs", pa.list_(pa.float32()))])
 
@@ -71,6 +87,22 @@ class TeacherCache:
     def __contains__(self, segments: Sequence[str]) -> bool:
         return cache_key(self.teacher_id, segments) in self._rows
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[TeacherCache]:
+        """Hold the cache directory's lock (other processes' ``exclusive`` waits) and see every part
+        written so far: score-and-add inside it and no input is scored twice (no-op in memory)."""
+        if self.directory is None or fcntl is None:
+            self.refresh()
+            yield self
+            return
+        with open(self.directory / ".lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                self.refresh()
+                yield self
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
     def refresh(self) -> None:
         """Load part files written since the last load (e.g. by another process)."""
         if self.directory is None:
@@ -88,11 +120,11 @@ class TeacherCache:
                 self._rows.setdefault(key, values[offsets[i] : offsets[i + 1]])
             self._loaded.add(path.name)
 
-    def lookup(self, inputs: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, inputs: Sequence[Sequence[str]], count: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(probs, miss)``: float32 ``[n, width]`` with NaN rows for misses, and a bool mask.
 
         ``width`` is that of the stored rows (0 when nothing matched); rows of different widths
-        in one lookup raise ``ValueError``.
+        in one lookup raise ``ValueError``. ``count``: add to ``hits`` and ``misses``.
         """
         found = [self._rows.get(cache_key(self.teacher_id, seg)) for seg in inputs]
         miss = np.array([row is None for row in found], dtype=bool)
@@ -103,8 +135,9 @@ class TeacherCache:
         for i, row in enumerate(found):
             if row is not None:
                 probs[i] = row
-        self.hits += int((~miss).sum())
-        self.misses += int(miss.sum())
+        if count:
+            self.hits += int((~miss).sum())
+            self.misses += int(miss.sum())
         return probs, miss
 
     def add(self, inputs: Sequence[Sequence[str]], probs) -> int:
@@ -129,8 +162,7 @@ class TeacherCache:
                 with pa.ipc.new_file(f, table.schema) as writer:
                     writer.write_table(table)
 
-            taken = [re.fullmatch(r"part-(\d+)\.arrow", p.name) for p in self.directory.glob("part-*.arrow")]
-            name = f"part-{max((int(m.group(1)) for m in taken if m), default=-1) + 1:05d}.arrow"
+            name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.arrow"  # unique to this writer
             atomic_write(self.directory / name, write)
             self._loaded.add(name)
         self._rows.update(new)

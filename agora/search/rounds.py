@@ -52,6 +52,8 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
     card = load_task(cfg.task)
     check_e_fits(cfg, card, source)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
+    owned = runner is None  # built here, before any work: a missing Ray fails now
+    runner = runner or default_runner(cfg, run_dir, progress)
     progress(p.text(cfg) + f"\n  {precision.line()}")
     state_path, added_path = run_dir / "search" / "state.json", run_dir / "search" / "added.jsonl"
     state = SearchState.load(state_path, fingerprint(cfg), run_dir) or SearchState(
@@ -93,9 +95,21 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
                 if fit.model_dir and (st.best is None or fit.trial != st.best.trial):
                     shutil.rmtree(fit.model_dir, ignore_errors=True)
 
-    Rounds(cfg, p, state, runner or LocalRunner(extend=agora_extension), make_trial, grower, save, progress,
-           keep_one_export).run()
+    try:
+        Rounds(cfg, p, state, runner, make_trial, grower, save, progress, keep_one_export).run()
+    finally:
+        if owned and hasattr(runner, "close"):
+            runner.close()
     return finish(cfg, card, run_dir, state, p, source, progress, precision)
+
+
+def default_runner(cfg: RunConfig, run_dir, progress=print) -> TrialRunner:
+    """``search.runner``: the fits one after the other in this process, or a round's fits at once on Ray."""
+    if cfg.search.runner == "ray":
+        from agora.search.ray_runner import RayRunner
+
+        return RayRunner(cfg.search.ray, run_dir, extend=agora_extension, progress=progress)
+    return LocalRunner(extend=agora_extension)
 
 
 class Grows(Protocol):
@@ -154,15 +168,19 @@ class Rounds:
         state.fits += 1
         state.epochs += result.epochs
         best = state.best
-        new_best = record.score is not None and (best is None or rank_key(record.score, record.loglik, 0) >
-                                                 rank_key(best.score, best.loglik, 0))  # a tie: the finer signal
+        # a tie on the score goes to the finer signal, then (within a round) to the θ first in Θ's order,
+        # whatever order the fits finish in
+        position = rnd.thetas.index(record.theta)
+        best_position = rnd.thetas.index(best.theta) if best is not None and best.round == rnd.round else -1
+        new_best = record.score is not None and (best is None or rank_key(record.score, record.loglik, position) >
+                                                 rank_key(best.score, best.loglik, best_position))
         if new_best:
             state.best = Best(**record.model_dump(include={"trial", "theta", "round", "score", "dev_score", "model_dir",
                                                            "loglik"}))
         self.save(state)
         if self.on_fit is not None:  # after the save: a kill in between never loses the saved best's export
             self.on_fit(record, state)
-        self.progress(progress_line(self.plan, state, rnd, record, new_best))
+        self.progress(progress_line(self.plan, state, rnd, record, new_best, getattr(trial, "seconds", None)))
 
     def close(self, rnd: RoundRecord) -> None:
         """Rank the round, decide replay or pruning, check the stopping rules, grow D."""
@@ -234,7 +252,8 @@ def fit_record(trial: Trial, rnd: RoundRecord, result: TrialResult) -> FitRecord
                      scores={k: v for k, v in result.scores.items() if isinstance(v, (int, float))})
 
 
-def progress_line(p: Plan, state: SearchState, rnd: RoundRecord, record: FitRecord, new_best: bool) -> str:
+def progress_line(p: Plan, state: SearchState, rnd: RoundRecord, record: FitRecord, new_best: bool,
+                  seconds: float | None = None) -> str:
     theta = describe(p.names, tuple(state.thetas[record.theta]))
     where = f"round {rnd.round}" + (f" (replay {rnd.replay})" if rnd.replay else "")
     if record.failed:
@@ -242,4 +261,7 @@ def progress_line(p: Plan, state: SearchState, rnd: RoundRecord, record: FitReco
     else:
         dev = f", dev {record.dev_score * 100:.2f}" if record.dev_score is not None else ""
         outcome = f"E_sel {record.score * 100:.2f}{dev}" + (" (best so far)" if new_best else "")
-    return f"[search] {where}, fit {len(rnd.fits)}/{len(rnd.thetas)} (#{state.fits}): {theta} -> {outcome}"
+    left = len(rnd.thetas) - len(rnd.fits)
+    took = f"{seconds:.1f} s, " if seconds is not None else ""
+    return (f"[search] {where}, fit {len(rnd.fits)}/{len(rnd.thetas)} (#{state.fits}): {theta} -> {outcome}; "
+            f"{took}{left} left in the round")

@@ -126,7 +126,10 @@ class SearchState(_Record):
 
 
 def fingerprint(cfg) -> str:
-    """What identifies a search: its resolved recipe less ``output``."""
+    """What identifies a search: its resolved recipe less ``output`` and less where its fits run
+    (``search.runner``, ``search.ray``): a search started on one runner resumes on the other."""
     data = cfg.to_dict()
     data.pop("output", None)
+    for key in ("runner", "ray"):
+        (data.get("search") or {}).pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]

@@ -4,7 +4,8 @@ The rounds (:mod:`agora.search.rounds`) hand trials to a :class:`TrialRunner` an
 finished fit's result from its run dir (:func:`read_result`): nothing else of the algorithm knows
 where fits run. A trial's recipe is complete (θ applied, its seed, and its ``trial:`` section: E's
 seed and D's additions), so it reruns alone: ``agora-finetune <trial>/recipe.yaml``. The default
-runner runs fits one after the other on this machine (:class:`agora.fit.run.LocalRunner`).
+runner runs fits one after the other on this machine (:class:`agora.fit.run.LocalRunner`);
+``search.runner: ray`` runs a round's fits at once on Ray (:class:`agora.search.ray_runner.RayRunner`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ class Trial:
     cfg: RunConfig
     """Its complete, typed recipe (validated once, where the search's recipe entered)."""
     run_dir: Path
+    seconds: float | None = None
+    """Wall time of the fit, set by the runner when it finishes (the progress line shows it)."""
 
 
 class TrialRunner(Protocol):
     def run(self, trials: Iterable[Trial], done: Callable[[Trial, str | None], None]) -> None:
         """Run the trials (one round's, any order, any concurrency); call ``done(trial, failure)`` as each
-        finishes (``failure``: why it failed, or None; its result is then read from its run dir)."""
+        finishes, in this process (the one writer of the search's state; ``failure``: why it failed, or
+        None: its result is then read from its run dir)."""
 
 
 @dataclasses.dataclass
