@@ -168,7 +168,8 @@ def load_task(name_or_path: str | os.PathLike) -> TaskCard:
         raise TaskError(f"{path}: not valid YAML: {err}") from None
     except ValidationError as err:
         problems = "; ".join(
-            f"'{'.'.join(str(p) for p in e['loc']) or '(top level)'}': {e['msg']}" for e in err.errors()
+            (f"'{'.'.join(str(p) for p in e['loc'])}': " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in err.errors()
         )
         raise TaskError(f"{path}: invalid task card: {problems}") from None
     card.path = str(path)
