@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from agora.errors import TaskError
 from agora.paths import TASKS_DIR
@@ -29,6 +29,9 @@ class LocalSplit(_Card):
     header: bool | None = None
     columns: dict[str, str | int | None] | None = None
     """Our field -> column name (with a header) or position (without); null drops a field."""
+    _labelled: bool = PrivateAttr(True)
+    """Whether the split must carry labels (train and eval splits); set by the loader, not in cards. A
+    reader requires every column the card names, except the label column of an unlabelled split."""
 
 
 class LocalSource(_Card):

@@ -69,9 +69,11 @@ def expected_layout(card: TaskCard) -> str:
     return f"<data dir>/{files}"
 
 
-def _generate(path: str, split: str, card_json: str, stamp: str, code: str = ""):
+def _generate(path: str, split: str, card_json: str, stamp: str, code: str = "", card_path: str | None = None):
     card = TaskCard.model_validate_json(card_json)
+    card.path = card_path  # not part of the card's JSON; errors name the card's file
     spec = card.local.split(split) if split in card.local.splits else card.local.split(next(iter(card.local.splits)))
+    spec._labelled = split == card.train_split or split in card.eval_splits
     reader = READERS[card.local.reader]
     yield from _checked(reader(Path(path), spec, card), card, split, path)
 
@@ -128,6 +130,7 @@ def _from_local(card: TaskCard, split: str, path: Path, cache: Path) -> datasets
                 "path": str(path.resolve()),
                 "split": split,
                 "card_json": card.model_dump_json(),
+                "card_path": card.path,
                 "stamp": _stamp(path),
                 "code": code_stamp(READERS[card.local.reader], _generate, *formats.CODE),
             },
