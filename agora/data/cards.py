@@ -36,6 +36,9 @@ class LocalSplit(_Card):
 
 class LocalSource(_Card):
     reader: str = "tsv"
+    """How the files are read: ``tsv`` (GLUE's layout), ``jsonl`` (one JSON object per line), ``csv``,
+    ``json`` or ``parquet`` (a user's own files, through ``datasets``' packaged builders), or a
+    benchmark's own reader (``wic``, ``wsc``, ``copa``, ``multirc``, ``record``, ``race``)."""
     dir: str
     """Directory under the data root (``glue/RTE``)."""
     header: bool = True
@@ -109,6 +112,11 @@ class TaskCard(_Card):
                 raise ValueError("a multiple_choice task needs 'choices' (options per question)")
             if self.labels is not None and len(self.labels) != self.choices:
                 raise ValueError(f"'labels' names {len(self.labels)} options but 'choices' is {self.choices}")
+        from agora.data.metrics import METRIC_NAMES
+
+        unknown_metrics = [m for m in self.metrics if m not in METRIC_NAMES]
+        if unknown_metrics:
+            raise ValueError(f"unknown metric(s) {unknown_metrics} in 'metrics'; the metrics are {', '.join(METRIC_NAMES)}")
         if self.main_metric not in self.metrics:
             raise ValueError(f"main_metric '{self.main_metric}' is not one of metrics {self.metrics}")
         unknown = set(self.label_values.values()) - set(self.labels or [])

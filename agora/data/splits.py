@@ -122,6 +122,12 @@ def _surface_data_error(err: Exception) -> None:
 
 
 def _from_local(card: TaskCard, split: str, path: Path, cache: Path) -> datasets.Dataset:
+    if card.local is None:
+        raise DataError(f"task card {card.path or card.name} has no local: section, so it cannot read {path} "
+                        "(data.files); add local: with its reader and columns")
+    if card.local.reader not in READERS:
+        raise DataError(f"task card {card.path or card.name}: local.reader '{card.local.reader}' is not a reader; "
+                        f"the readers are {', '.join(sorted(READERS))}")
     try:
         ds = datasets.Dataset.from_generator(
             _generate,
