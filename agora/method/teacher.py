@@ -85,7 +85,8 @@ class Teacher:
     """A frozen, cached teacher that returns probabilities in the task's label order.
 
     Args:
-        path_or_id: local directory (model + tokenizer saved with ``save_pretrained``) or hub id.
+        path_or_id: local directory (model + tokenizer saved with ``save_pretrained``), hub id, or
+            ``pkg:<package>/<folder>`` (a folder inside an installed Python package).
         task_labels: the task's label names in order (classification); None keeps the
             teacher's own order.
         task_type: "classification", "regression" or "multiple_choice".
@@ -128,7 +129,9 @@ class Teacher:
 
         if task_type not in TASK_TYPES:
             raise ModelError(f"teacher task_type must be one of {TASK_TYPES}, got {task_type!r}")
-        path_or_id = os.path.expanduser(str(path_or_id))
+        from agora.paths import resolve_location
+
+        path_or_id = os.path.expanduser(resolve_location(str(path_or_id), "teacher.path"))
         check_model_path(path_or_id, "teacher")
         self.path = path_or_id
         self.task_type = task_type
