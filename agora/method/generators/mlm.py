@@ -19,7 +19,7 @@ def _load_mlm(model: str, device: str):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from agora.method.teacher import check_model_path
-    from agora.paths import resolve_location
+    from agora.fit.model import resolve_location
 
     model = resolve_location(model, "agora.generator_settings.model (mlm)")
     check_model_path(model, "mlm generator `model`")
