@@ -19,6 +19,9 @@ from typing import Any
 TRAINER_DOCS = "https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
 OURS = {"precision": ("auto",)}
 """Values of ours that Lightning does not know (resolved before the Trainer is built)."""
+AT_LEAST = {"accumulate_grad_batches": 1, "check_val_every_n_epoch": 1, "num_nodes": 1, "log_every_n_steps": 1,
+            "reload_dataloaders_every_n_epochs": 0}
+"""Integer settings Lightning divides by or counts with, and their smallest value (it does not check them itself)."""
 
 
 class FieldProblems(ValueError):
@@ -112,6 +115,9 @@ def check_trainer(section: dict[str, Any]) -> dict[str, Any]:
         except ValidationError:
             expected = describe(hints[name], OURS.get(name, ()))
             problems.append((key, f"'{key}': lightning.Trainer expects {expected}, got {value!r}"))
+            continue
+        if name in AT_LEAST and isinstance(checked, int) and not isinstance(checked, bool) and checked < AT_LEAST[name]:
+            problems.append((key, f"'{key}' must be at least {AT_LEAST[name]}, got {value!r}"))
             continue
         if _plain(checked) and _plain(value):
             out[name] = checked
