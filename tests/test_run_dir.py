@@ -1,7 +1,7 @@
 """The run dir and the other settings checked before any work: a finished or unfinished run is never
 replaced by accident (``output.overwrite``, ``output.resume_from``), an output.dir that is a file or
-cannot be written, trainer settings Lightning refuses; a fit that fails before training leaves no run
-dir behind."""
+cannot be written, trainer settings Lightning refuses, ``data.max_length`` beyond the model's positions; a
+fit that fails before training leaves no run dir behind."""
 
 import json
 import tempfile
@@ -141,3 +141,28 @@ def test_a_fit_failing_before_training_leaves_no_run_dir(tmp_path, data_dir, tin
     with pytest.raises(RecipeError, match=r"output.resume_from: .*last.ckpt holds another model .*of another shape"):
         _fit(_recipe(tiny_bort, data_dir, run, output={"resume_from": str(other / "checkpoints" / "last.ckpt")}))
     assert not run.exists()
+
+
+def test_max_length_beyond_the_models_positions_is_an_error_before_training(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    run = tmp_path / "run"
+    with pytest.raises(RecipeError, match=r"data.max_length 100000 is longer than model '.*' can read: 514 tokens "
+                                          r".*set data.max_length to at most 514"):
+        _fit(_recipe(tiny_bort, data_dir, run, data={"max_length": 100000}))
+    assert not run.exists()
+    agora = {"agora": {"enabled": True, "expand_every_n_epochs": 0}, "teacher": {"path": str(tiny_teacher), "max_length": 4096}}
+    with pytest.raises(RecipeError, match=r"teacher.max_length 4096 is longer than model '.*' can read: 512 tokens"):
+        _fit(_recipe(tiny_bort, data_dir, run, **agora))
+    assert not run.exists()
+    search = {"search": {"space": {"optim.lr": [1e-3, 1e-4]}, "max_rounds": 1}}  # every fit of a search, before the first
+    with pytest.raises(RecipeError, match=r"data.max_length 100000 is longer than model '.*' can read: 514 tokens"):
+        _fit(_recipe(tiny_bort, data_dir, run, data={"max_length": 100000}, **search))
+    assert not run.exists()
+
+
+def test_position_limits_of_bert_and_roberta_shaped_models():
+    from transformers import BertConfig, RobertaConfig
+
+    from agora.fit.model import position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=512)) == 512
+    assert position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512

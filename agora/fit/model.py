@@ -137,6 +137,43 @@ def load_model_config(model_cfg: ModelConfig, **kwargs):
         raise _hub_error(name, "model", err) from err
 
 
+ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm")
+"""Model types whose position ids start after the padding index (usable positions: max - pad - 1)."""
+
+
+def position_limit(config) -> int | None:
+    """The longest input (in tokens) a model's position embeddings can take; None where it has no such limit."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in ROBERTA_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
+def check_max_length(max_length: int, config, what: str, where: str) -> None:
+    """RecipeError when ``max_length`` (the recipe's ``what``) is longer than the model at ``where`` can read:
+    every longer row would crash it inside its position embeddings, in the middle of a run."""
+    from agora.errors import RecipeError
+
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise RecipeError(
+            f"{what} {max_length} is longer than model '{where}' can read: {limit} tokens (its position "
+            f"embeddings, config.max_position_embeddings {config.max_position_embeddings}); set {what} to at most {limit}"
+        )
+
+
+def check_lengths(cfgs) -> None:
+    """:func:`check_max_length` of ``data.max_length`` against ``model.name`` for each recipe in ``cfgs`` (the fits
+    of a search), reading each model's config once (no weights), before any fit."""
+    seen: dict[str, object] = {}
+    for cfg in cfgs:
+        if cfg.model.name not in seen:
+            seen[cfg.model.name] = load_model_config(cfg.model)
+        check_max_length(cfg.data.max_length, seen[cfg.model.name], "data.max_length", cfg.model.name)
+
+
 def model_class(card: TaskCard):
     """The ``AutoModelFor...`` class of a task's format (multiple choice: ``AutoModelForMultipleChoice``)."""
     import transformers

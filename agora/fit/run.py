@@ -138,7 +138,12 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
 
     from agora.data.datamodule import TaskDataModule
     from agora.fit import rundir
-    from agora.fit.model import build_model, load_tokenizer
+    from agora.fit.model import (
+        build_model,
+        check_max_length,
+        load_model_config,
+        load_tokenizer,
+    )
     from agora.fit.module import AgoraModule
 
     run_dir = claimed.path
@@ -157,6 +162,7 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
 
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         tokenizer, pair_format = load_tokenizer(cfg.model)
+        check_max_length(cfg.data.max_length, load_model_config(cfg.model), "data.max_length", cfg.model.name)
         data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
         model = build_model(cfg.model, card, cfg.seed)
         module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,

@@ -144,6 +144,9 @@ class Teacher:
             self._config = AutoConfig.from_pretrained(path_or_id)
         except OSError as err:
             raise self._load_error(err) from err
+        from agora.fit.model import check_max_length
+
+        check_max_length(max_length, self._config, "teacher.max_length", self.path)
         self.teacher_labels = [str(self._config.id2label[i]) for i in range(self._config.num_labels)]
         self.columns = self._label_matrix(task_labels, label_map)  # fail fast, before loading weights
         self.teacher_id = teacher_identity(path_or_id)

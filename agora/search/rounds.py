@@ -36,6 +36,7 @@ from agora.data.cards import load_task
 from agora.errors import RecipeError
 from agora.files import read_jsonl, write_jsonl
 from agora.fit import rundir
+from agora.fit.model import check_lengths
 from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
 from agora.search.plan import Plan, check_e_fits, plan
@@ -57,6 +58,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
     claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from,
                            "from search/state.json, after its last finished fit")
     check_e_fits(cfg, card, source)
+    check_lengths(theta.cfg for theta in p.space.thetas)
     if cfg.output.resume_from not in (None, "last"):
         raise RecipeError(f"{source}: a search resumes from its own state (search/state.json): write "
                           f"output.resume_from: last, not a checkpoint ({cfg.output.resume_from})")
