@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_recipe(args.recipe, split_overrides(rest))
         if args.print_config:
+            from agora.data.cards import load_task
+
+            load_task(cfg.task)  # a recipe whose task does not exist is not a valid recipe to print
             import yaml
 
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

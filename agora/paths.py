@@ -1,4 +1,5 @@
-"""Where shipped task cards and recipes live, in a checkout and in an installed wheel."""
+"""Where shipped task cards and recipes live, in a checkout and in an installed wheel; where data and caches
+live."""
 
 from __future__ import annotations
 

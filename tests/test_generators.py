@@ -186,3 +186,13 @@ def test_mlm_multiple_choice_only_perturbs_context(tiny_mlm):
 def test_mlm_missing_model_path():
     with pytest.raises(FileNotFoundError, match="/no/such/mlm"):
         mlm(("a b c",), random.Random(0), 1, model="/no/such/mlm")
+
+
+def test_mlm_model_named_by_pkg_scheme(tiny_mlm, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from conftest import in_package
+
+    name = in_package(Path(tiny_mlm), tmp_path / "site", "agora_test_mlm_pkg", monkeypatch)
+    examples = rte_pairs(3)
+    assert generate(examples, "mlm", 2, seed=5, model=name).variants == generate(examples, "mlm", 2, seed=5, model=tiny_mlm).variants

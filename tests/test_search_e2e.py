@@ -131,6 +131,15 @@ def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, t
     with pytest.raises(Killed):
         run_search(cfg, "resume.yaml", runner=KilledAfter(5), progress=lambda line: None)
     assert _state(tmp_path / "run")["fits"] == 5
+    from agora.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=rf"output.dir {tmp_path / 'run'} holds an unfinished run.*output.resume_from: "
+                                          r"last to continue it \(from search/state.json, after its last finished fit\)"):
+        run_search(validate_recipe(recipe), "resume.yaml", progress=lambda line: None)  # never restarted by accident
+    with pytest.raises(RecipeError, match=rf"output.dir {reference} holds a finished run .*output.overwrite: true"):
+        run_search(validate_recipe({**recipe, "output": {"dir": str(reference)}}), "again.yaml", progress=lambda line: None)
+    assert _state(tmp_path / "run")["fits"] == 5
+    recipe["output"]["resume_from"] = "last"
     lines = []
     result = run_search(validate_recipe(recipe), "resume.yaml", progress=lines.append)
     assert "[search] resuming" in lines[1] and "5 fits done" in lines[1]

@@ -626,3 +626,22 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert main(["submit", "superglue", "-o", str(tmp_path / "x.zip")]) == 2
     assert "no runs given: agora-finetune submit superglue RUN_DIR..." in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_wrong_or_missing_glue_header_is_one_problem_and_no_false_row_count(data_dir, capsys):
+    """RTE.tsv with ``id<TAB>label`` as its header: one problem naming the header expected (was two
+    contradictory header messages and "3001 rows, but ... 3000"); with no header at all, one problem too."""
+    from agora.submission.build import _expected
+    from agora.submission.render import check_text
+    from agora.submission.spec import specs_for
+
+    spec = next(s for s in specs_for("glue") if s.file == "RTE.tsv")
+    expected = _expected(spec, data_dir, "local", [])
+    rows = "".join(f"{i}\tentailment\n" for i in tsv_idx(data_dir / "glue" / "RTE" / "test.tsv", "index"))
+    assert check_text(spec, "index\tprediction\n" + rows, expected) == []
+    assert check_text(spec, "id\tlabel\n" + rows, expected) == [
+        "RTE.tsv line 1: the first line must be the header 'index<TAB>prediction', got 'id\\tlabel'; replace it"]
+    assert check_text(spec, rows, expected) == [
+        "RTE.tsv line 1: the header 'index<TAB>prediction' is missing: the first line is a row ('0\\tentailment'); "
+        "add the header above it"]
+    assert check_text(spec, "", expected)[0] == "RTE.tsv line 1: empty file; the first line must be the header 'index<TAB>prediction'"

@@ -109,8 +109,9 @@ def test_malformed_card(tmp_path):
     card = tmp_path / "card.yaml"
     card.write_text("name: x\nbenchmark: mine\nformat: classification\nmetrics: [accuracy]\nmain_metric: f1\n"
                     "local: {dir: x, splits: {train: t.tsv}}\n")
-    with pytest.raises(TaskError, match=rf"{card}.*labels"):
+    with pytest.raises(TaskError, match=rf"{card}.*labels") as err:
         load_task(card)
+    assert "(top level)" not in str(err.value) and "Value error" not in str(err.value)
 
 
 def _copy_rte(tmp_path: Path, data_dir: Path, train_text: str | None = None) -> Path:
@@ -140,7 +141,7 @@ def test_empty_split(tmp_path, data_dir):
 
 def test_missing_label_column(tmp_path, data_dir):
     root = _copy_rte(tmp_path, data_dir, "index\tsentence1\tsentence2\n0\ta\tb\n")
-    with pytest.raises(DataError, match=r"train.tsv: split 'train' needs labels but the row with idx 0 has none.*task card 'rte'"):
+    with pytest.raises(DataError, match=r"train.tsv: column 'label' \(for label\) not found; the file has \['index', 'sentence1', 'sentence2'\]\. Task card .*rte.yaml names it in local.columns"):
         load_split(load_task("rte"), "train", root, "local", tmp_path / "cache")
 
 
@@ -202,3 +203,35 @@ def test_parsed_splits_are_cached_as_arrow(data_dir, tmp_path):
     assert first.cache_files, "memory-mapped from an Arrow file, not held in Python"
     second = load_split(card, "train", data_dir, "local", tmp_path)
     assert second.cache_files[0]["filename"] == first.cache_files[0]["filename"]
+
+
+@pytest.mark.parametrize("split, file", [("train", "train.tsv"), ("validation", "dev.tsv"), ("test", "test.tsv")])
+def test_a_column_the_card_names_must_exist(tmp_path, data_dir, split, file):
+    """RTE without its sentence2 column (the issue's ``cut -f1,2,4``) trained on sentence1 alone: now an error
+    naming the file, the column and the header found, for every split (test files reach the leaderboard)."""
+    root = _copy_rte(tmp_path, data_dir)
+    path = root / "glue" / "RTE" / file
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = [0, 1, 3] if split != "test" else [0, 1]
+    path.write_text("".join("\t".join(line.split("\t")[i] for i in keep) + "\n" for line in lines[:65]), encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_split(load_task("rte"), split, root, "local", tmp_path / "cache")
+    msg = str(err.value)
+    assert str(path) in msg and "'sentence2' (for text_b) not found" in msg
+    assert "['index', 'sentence1'" in msg and "local.columns" in msg
+
+
+def test_unlabelled_test_split_needs_no_label_column_but_train_does(tmp_path, data_dir):
+    root = _copy_rte(tmp_path, data_dir)
+    assert len(load_split(load_task("rte"), "test", root, "local", tmp_path / "cache")) == 3000  # no label column
+    (root / "glue" / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\n0\ta\tb\n")
+    with pytest.raises(DataError, match=r"'label' \(for label\) not found; the file has \['index', 'sentence1', 'sentence2'\]"):
+        load_split(load_task("rte"), "train", root, "local", tmp_path / "cache")
+
+
+def test_a_headerless_row_too_short_for_the_card_is_named(tmp_path, data_dir):
+    root = tmp_path / "data"
+    (root / "glue" / "CoLA").mkdir(parents=True)
+    (root / "glue" / "CoLA" / "train.tsv").write_text("gj04\t1\t\tA fine sentence.\ngj04\t0\n")
+    with pytest.raises(DataError, match=r"train.tsv, line 2: 2 columns, but the task card .*cola.yaml reads text_a \(column 3\)"):
+        load_split(load_task("cola"), "train", root, "local", tmp_path / "cache")

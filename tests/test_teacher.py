@@ -268,3 +268,24 @@ def test_concurrent_fits_score_each_input_once(teacher_dir, tmp_path):
     assert sorted([a["forward_calls"], b["forward_calls"]]) == [0, 48]
     assert a["hits"] + b["hits"] == 48 and a["misses"] + b["misses"] == 48  # the waiter counts its reads as hits
     assert a["probs"] == b["probs"]
+
+
+def test_teacher_named_by_pkg_scheme_like_model_name(teacher_dir, tmp_path, monkeypatch):
+    """``teacher.path: pkg:<package>/<folder>`` (was a hub "Repo id" error), through the recipe and in the class."""
+    from agora.config import validate_recipe
+    from agora.data.cards import load_task
+    from agora.errors import ModelError
+    from agora.method.teacher import build_teacher
+    from conftest import in_package
+
+    name = in_package(Path(teacher_dir), tmp_path / "site", "agora_test_teacher_pkg", monkeypatch)
+    pairs = rte_pairs(4)
+    direct = Teacher(teacher_dir, TASK).score(pairs)
+    assert np.allclose(Teacher(name, TASK).score(pairs), direct)
+    cfg = validate_recipe({"task": "rte", "agora": {"enabled": True}, "teacher": {"path": name}})
+    teacher = build_teacher(cfg, load_task("rte"))
+    assert teacher.path.endswith(os.path.join("agora_test_teacher_pkg", "model"))
+    with pytest.raises(ModelError, match=r"teacher.path 'pkg:no_such_package_xyz/model': Python package 'no_such_package_xyz' is not installed"):
+        Teacher("pkg:no_such_package_xyz/model", TASK)
+    with pytest.raises(ModelError, match=r"teacher.path 'pkg:agora_test_teacher_pkg/nope': package 'agora_test_teacher_pkg' has no folder 'nope'"):
+        Teacher("pkg:agora_test_teacher_pkg/nope", TASK)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from agora.config.messages import format_error
 from agora.config.schema import RunConfig
 from agora.config.space import Space, Theta, describe, thetas, trial_base
 from agora.errors import RecipeError
@@ -86,28 +87,13 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return OmegaConf.to_container(conf, resolve=False)
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid recipe"]
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{key}' (check the spelling; see recipes/README or agora/config/schema.py)")
-        elif item["type"] == "missing":
-            lines.append(f"  - missing required key '{key}'")
-        else:
-            got = item.get("input")
-            shown = repr(got) if not isinstance(got, dict) else "a section"
-            lines.append(f"  - '{key}': {item['msg']} (got {shown})")
-    return "\n".join(lines)
-
-
-def _validate_one(data: dict[str, Any], source: str) -> RunConfig:
+def _validate_one(data: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_format_error(source, err)) from None
+        raise RecipeError(format_error(source, err, overrides)) from None
     cfg.trainer = {**DEFAULT_TRAINER, **cfg.trainer}
     return cfg
 
@@ -128,9 +114,10 @@ def build_space(data: dict[str, Any], cfg: RunConfig, source: str) -> Space:
     return Space(names, out, grid_size)
 
 
-def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> RunConfig:
-    """A typed, validated recipe; with ``search:``, its Θ (``cfg.space``) with every θ validated."""
-    cfg = _validate_one(data, source)
+def validate_recipe(data: dict[str, Any], source: str = "<recipe>", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A typed, validated recipe; with ``search:``, its Θ (``cfg.space``) with every θ validated.
+    ``overrides``: what was applied to the file's values (an error they cause names them, not the file)."""
+    cfg = _validate_one(data, source, overrides)
     if cfg.search is not None:
         cfg._space = build_space(data, cfg, source)
     return cfg
@@ -148,4 +135,4 @@ def load_recipe(path_or_name: str | os.PathLike, overrides: dict[str, Any] | Non
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of sections, got {type(data).__name__}")
     data = apply_overrides(data, overrides or {})
-    return validate_recipe(data, source=str(path))
+    return validate_recipe(data, source=str(path), overrides=overrides)

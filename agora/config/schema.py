@@ -153,6 +153,9 @@ class OutputConfig(_Section):
     save_checkpoints: bool = True
     resume_from: str | None = None
     """A Lightning checkpoint to resume the fit from, or ``last`` (``<run>/checkpoints/last.ckpt``)."""
+    overwrite: bool = False
+    """Run into a ``dir`` that holds an earlier run (finished or not): its outputs are deleted first. Without
+    it (and without ``resume_from``) such a dir is refused, so a finished run is never replaced by accident."""
 
 
 class BudgetConfig(_Section):
@@ -271,8 +274,9 @@ class RunConfig(_Section):
     agora: AgoraConfig = Field(default_factory=AgoraConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     trainer: dict[str, Any] = Field(default_factory=dict)
-    """Passed through to ``lightning.Trainer`` (max_epochs, precision, strategy, ...); ``precision: auto``
-    (the default) is resolved for the machine at the start of a run (:mod:`agora.fit.precision`)."""
+    """Passed through to ``lightning.Trainer`` (max_epochs, precision, strategy, ...), every key and value
+    checked against its signature (:mod:`agora.config.trainer_flags`); ``precision: auto`` (the default) is
+    resolved for the machine at the start of a run (:mod:`agora.fit.precision`)."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     search: SearchConfig | None = None
     """Agora's rounds over a hyperparameter space Θ; absent: a single fit."""
@@ -280,19 +284,10 @@ class RunConfig(_Section):
 
     @field_validator("trainer")
     @classmethod
-    def _trainer_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        import inspect
+    def _trainer_flags(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from agora.config.trainer_flags import check_trainer
 
-        import lightning
-
-        allowed = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise ValueError(
-                f"unknown lightning.Trainer argument(s) {unknown}; "
-                "see https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
-            )
-        return value
+        return check_trainer(value)
 
     @model_validator(mode="after")
     def _teacher_given(self) -> "RunConfig":

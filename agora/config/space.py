@@ -149,5 +149,6 @@ class Space:
 def trial_base(data: dict[str, Any]) -> dict[str, Any]:
     """A recipe dict as one fit of its search runs it: no ``search``, the export kept, no checkpoints."""
     data = {k: v for k, v in data.items() if k != "search"}
-    data["output"] = {**(data.get("output") or {}), "save_checkpoints": False, "resume_from": None, "export": True}
+    data["output"] = {**(data.get("output") or {}), "save_checkpoints": False, "resume_from": None, "overwrite": False,
+                      "export": True}
     return data

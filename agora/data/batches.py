@@ -14,7 +14,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from agora.data.formats import pad_token_columns
 
@@ -44,6 +44,8 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.num_samples = len(self.lengths) if num_samples is None or not shuffle else int(num_samples)
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.epoch = 0
+        self.skip = 0
+        """Batches of this epoch's order not to give again (a fit resumed inside an epoch, :class:`ResumableLoader`)."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -74,7 +76,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._batches()[self.rank :: self.world_size]:
+        for batch in self._batches()[self.rank :: self.world_size][self.skip :]:
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -84,6 +86,40 @@ class LengthBucketSampler(Sampler[list[int]]):
         if len(self.lengths) and n_batches < self.world_size:
             return 1
         return len(range(self.rank, n_batches, self.world_size))
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, which Lightning can checkpoint inside an epoch: its state is the epoch and how many
+    batches it has given. Restored (a fit resumed from such a checkpoint), its next pass over the same epoch
+    skips them; the order itself depends on ``(seed, epoch)`` alone (:class:`LengthBucketSampler`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._given = 0
+        self._resume: dict | None = None
+
+    def __iter__(self):
+        sampler = self.batch_sampler
+        resume, self._resume = self._resume, None
+        sampler.skip = int(resume["batches"]) if resume and resume.get("epoch") == sampler.epoch else 0
+        self._given = sampler.skip
+        try:
+            for batch in super().__iter__():
+                self._given += 1
+                yield batch
+        finally:
+            sampler.skip = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": int(self.batch_sampler.epoch), "batches": int(self._given)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Give epoch ``epoch``'s batches from number ``batches`` on (the fit's own record of a checkpoint:
+        Lightning restores loader states only where it builds its loaders after the checkpoint is loaded)."""
+        self.load_state_dict({"epoch": int(epoch), "batches": int(batches)})
 
 
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from agora.errors import TaskError
 from agora.paths import TASKS_DIR
@@ -29,10 +29,16 @@ class LocalSplit(_Card):
     header: bool | None = None
     columns: dict[str, str | int | None] | None = None
     """Our field -> column name (with a header) or position (without); null drops a field."""
+    _labelled: bool = PrivateAttr(True)
+    """Whether the split must carry labels (train and eval splits); set by the loader, not in cards. A
+    reader requires every column the card names, except the label column of an unlabelled split."""
 
 
 class LocalSource(_Card):
     reader: str = "tsv"
+    """How the files are read: ``tsv`` (GLUE's layout), ``jsonl`` (one JSON object per line), ``csv``,
+    ``json`` or ``parquet`` (a user's own files, through ``datasets``' packaged builders), or a
+    benchmark's own reader (``wic``, ``wsc``, ``copa``, ``multirc``, ``record``, ``race``)."""
     dir: str
     """Directory under the data root (``glue/RTE``)."""
     header: bool = True
@@ -106,6 +112,11 @@ class TaskCard(_Card):
                 raise ValueError("a multiple_choice task needs 'choices' (options per question)")
             if self.labels is not None and len(self.labels) != self.choices:
                 raise ValueError(f"'labels' names {len(self.labels)} options but 'choices' is {self.choices}")
+        from agora.data.metrics import METRIC_NAMES
+
+        unknown_metrics = [m for m in self.metrics if m not in METRIC_NAMES]
+        if unknown_metrics:
+            raise ValueError(f"unknown metric(s) {unknown_metrics} in 'metrics'; the metrics are {', '.join(METRIC_NAMES)}")
         if self.main_metric not in self.metrics:
             raise ValueError(f"main_metric '{self.main_metric}' is not one of metrics {self.metrics}")
         unknown = set(self.label_values.values()) - set(self.labels or [])
@@ -168,7 +179,8 @@ def load_task(name_or_path: str | os.PathLike) -> TaskCard:
         raise TaskError(f"{path}: not valid YAML: {err}") from None
     except ValidationError as err:
         problems = "; ".join(
-            f"'{'.'.join(str(p) for p in e['loc']) or '(top level)'}': {e['msg']}" for e in err.errors()
+            (f"'{'.'.join(str(p) for p in e['loc'])}': " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in err.errors()
         )
         raise TaskError(f"{path}: invalid task card: {problems}") from None
     card.path = str(path)

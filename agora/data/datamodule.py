@@ -16,10 +16,11 @@ from typing import Protocol
 import datasets
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from agora.config import RunConfig
-from agora.data.batches import Collator, LengthBucketSampler, Rows
+from agora.data.batches import Collator, LengthBucketSampler, ResumableLoader, Rows
 from agora.data.cards import TaskCard, load_task
 from agora.data.evalset import EvalSet, split_e
 from agora.data.pool import Pool, load_pool
@@ -204,8 +205,10 @@ class TaskDataModule(L.LightningDataModule):
                                       bucket=self.cfg.data.bucket_by_length, num_samples=num_samples,
                                       weights=weights)
         collate = Collator(self.tokenizer.pad_token_id or 0, self.card.format == "regression")
-        return DataLoader(Rows(ds, extras), batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.cfg.data.num_workers)
+        # its own generator: creating an iterator draws a seed from it, never from the global generators
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        return (ResumableLoader if shuffle else DataLoader)(Rows(ds, extras), batch_sampler=sampler, collate_fn=collate,
+                                                            num_workers=self.cfg.data.num_workers, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         rows = self.training_rows

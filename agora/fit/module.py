@@ -213,6 +213,8 @@ class AgoraModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["agora_recipe"] = self.cfg.to_dict()
         checkpoint["agora_history"] = list(self.history)
+        checkpoint["agora_train_loss"] = list(self._train_loss)  # of the epoch in progress (a checkpoint inside it)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("agora_history", []))
+        self._train_loss = list(checkpoint.get("agora_train_loss", [0.0, 0]))

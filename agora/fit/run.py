@@ -22,9 +22,10 @@ from typing import Any
 
 from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
-from agora.errors import RecipeError, TaskError
+from agora.errors import AgoraError, RecipeError, TaskError
 from agora.fit.module import Loss
 from agora.fit.precision import Resolved, resolve_trainer
+from agora.fit.resume import Resumable, ResumePoint, RunLogger, resume_path
 
 # Lightning warnings that do not apply here: our samplers return every index, and predict_step
 # collects outputs itself (gathered across ranks) instead of returning them.
@@ -85,46 +86,108 @@ def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger, extr
     return kwargs
 
 
+def _refused(err: Exception, trainer_section: dict[str, Any], when: str) -> RecipeError:
+    message = str(err).strip().splitlines()[0].strip() if str(err).strip() else ""
+    return RecipeError(f"trainer: lightning.Trainer {when}: {type(err).__name__}: {message} "
+                       f"(the recipe's trainer: section is {trainer_section}); fix it there")
+
+
+def build_trainer(kwargs: dict[str, Any], trainer_section: dict[str, Any]):
+    """``lightning.Trainer(**kwargs)``; settings it refuses (``trainer.accelerator: gpu`` on a machine
+    without one, a strategy that does not exist, ...) are a RecipeError naming them, raised before any work."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+        raise _refused(err, trainer_section, "refuses these settings") from None
+
+
+def _raised_in_lightning(err: BaseException) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "lightning" in Path(tb.tb_frame.f_code.co_filename).parts
+
+
 def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = None) -> RunResult:
     """One fit of ``cfg`` (extended by ``extend``, e.g. Agora). Everything that can fail on bad input
-    (task, data, tokenizer, model, the method's settings) fails before any training."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from agora.data.datamodule import TaskDataModule
+    (task, run dir, trainer settings, the method's settings, tokenizer, data, model, the checkpoint to
+    resume from) fails before any training, and a fit that fails before training leaves no run dir
+    behind."""
     from agora.fit import rundir
-    from agora.fit.model import build_model, load_tokenizer
-    from agora.fit.module import AgoraModule
 
     card: TaskCard = load_task(cfg.task)
     if card.train_split is None:
         raise_test_only(card)
     cfg, precision = with_resolved_precision(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tokenizer, pair_format = load_tokenizer(cfg.model)
-    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
-    model = build_model(cfg.model, card, cfg.seed)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    extension = extend(cfg, card, run_dir) if extend is not None else Extension("method")
-    module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
-                         select_name=data.evalset.select)
+    try:
+        claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from, "from checkpoints/last.ckpt")
+        resume = ResumePoint.read(resume_path(cfg.output.resume_from, run_dir)) if cfg.output.resume_from else None
+        return _fit(cfg, card, precision, claimed, resume, source, extend)
+    finally:
+        os.environ.pop("AGORA_RUN_DIR", None)
 
-    header = (f"# resolved recipe{' from ' + source if source else ''}; rerun with: agora-finetune {run_dir}/config.yaml"
-              f"\n# {precision.line()}")
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
-                                 monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
-    callbacks: list = [checkpoint]
-    if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
-    callbacks += extension.callbacks
-    logger = CSVLogger(str(run_dir), name="logs", version="")
-    trainer = L.Trainer(**_trainer_kwargs(cfg, run_dir, callbacks, logger, extension.trainer_kwargs))
-    if trainer.is_global_zero:
-        rundir.write_config(run_dir, cfg.to_dict(), header)
 
-    trainer.fit(module, datamodule=data, ckpt_path=resume_path(cfg.output.resume_from, run_dir))
+def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, source, extend) -> RunResult:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit import rundir
+    from agora.fit.model import (
+        build_model,
+        check_max_length,
+        load_model_config,
+        load_tokenizer,
+    )
+    from agora.fit.module import AgoraModule
+
+    run_dir = claimed.path
+    trainer = None
+    try:
+        extension = extend(cfg, card, run_dir) if extend is not None else Extension("method")
+        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
+                                     monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
+        resumable = Resumable(cfg.seed)
+        callbacks: list = [checkpoint, resumable]
+        if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
+            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
+        callbacks += extension.callbacks
+        logger = RunLogger(run_dir, keep_rows=resume.log_rows if resume is not None else None)
+        trainer = build_trainer(_trainer_kwargs(cfg, run_dir, callbacks, logger, extension.trainer_kwargs), cfg.trainer)
+
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        tokenizer, pair_format = load_tokenizer(cfg.model)
+        check_max_length(cfg.data.max_length, load_model_config(cfg.model), "data.max_length", cfg.model.name)
+        data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
+        model = build_model(cfg.model, card, cfg.seed)
+        module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
+                             select_name=data.evalset.select)
+        if resume is not None:
+            resume.check_fits(module, cfg.model.name)
+            if trainer.is_global_zero:
+                print(resume.line())
+
+        header = (f"# resolved recipe{' from ' + source if source else ''}; rerun into a new dir with: agora-finetune "
+                  f"{run_dir}/config.yaml output.dir=<dir> (output.resume_from=last continues this one)"
+                  f"\n# {precision.line()}")
+        if trainer.is_global_zero:
+            claimed.clear_earlier()
+            rundir.write_config(run_dir, cfg.to_dict(), header)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume.path if resume is not None else None)
+        except Exception as err:  # Lightning failing on its settings before a batch trained (val_check_interval > batches)
+            if resumable.batches_run == 0 and not isinstance(err, AgoraError) and _raised_in_lightning(err):
+                raise _refused(err, cfg.trainer, "stopped before training") from err
+            raise
+    except BaseException:
+        if trainer is None or trainer.global_step == 0:
+            claimed.release()  # nothing was trained: no stray run dir
+        raise
 
     best_ckpt = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     if best_ckpt is not None:
@@ -163,19 +226,8 @@ def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = N
             **({extension.name: extension.report()} if extend is not None else {}),
         })
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
-    os.environ.pop("AGORA_RUN_DIR", None)
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
                      history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
-
-
-def resume_path(resume_from: str | None, run_dir: Path) -> str | None:
-    """``output.resume_from``: a checkpoint path, or ``last`` for ``<run>/checkpoints/last.ckpt``."""
-    if resume_from is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if resume_from == "last" else Path(resume_from).expanduser()
-    if not path.is_file():
-        raise RecipeError(f"output.resume_from: no checkpoint at {path}")
-    return str(path)
 
 
 def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:

@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,12 @@ import yaml
 
 from agora.data.cards import TaskCard
 from agora.data.formats import find_mistakes, format_of
+from agora.errors import RecipeError
 from agora.files import atomic_write, write_json, write_jsonl
+
+OUTPUTS = ("config.yaml", "metrics.json", "mistakes.json", "best", "checkpoints", "logs", "predictions", "agora",
+           "search", "trials", "report.md", "plots")
+"""What a fit or a search writes in its run dir: what ``output.overwrite: true`` deletes (nothing else)."""
 
 
 def resolve_run_dir(configured: str | None, task: str) -> Path:
@@ -38,7 +46,99 @@ def resolve_run_dir(configured: str | None, task: str) -> Path:
     return path
 
 
+def is_worker() -> bool:
+    """A DDP rank other than 0 (started by Lightning's launcher or torchrun): rank 0 owns the run dir."""
+    return any(int(os.environ.get(name, "0") or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+@dataclasses.dataclass
+class RunDir:
+    """A run dir checked before any work (:func:`claim`)."""
+
+    path: Path
+    created: bool
+    """It did not exist: a run that fails before training leaves nothing behind (:meth:`release`)."""
+    earlier: str | None
+    """``finished`` or ``unfinished`` when it holds an earlier run, else None."""
+    overwrite: bool
+
+    def clear_earlier(self) -> None:
+        """Delete the earlier run's outputs (``output.overwrite: true``), once every check has passed."""
+        if self.overwrite and self.earlier is not None:
+            for name in OUTPUTS:
+                target = self.path / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+            self.earlier = None
+
+    def release(self) -> None:
+        """After a run failed before training: remove the dir if this run created it and no checkpoint is in it."""
+        if self.created and not is_worker() and self.path.is_dir() and not any((self.path / "checkpoints").glob("*.ckpt")):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in [path, *path.parents]:
+        if parent.exists() or parent.is_symlink():
+            return parent
+    return Path(".")
+
+
+def check_writable(path: Path, what: str = "output.dir") -> None:
+    """RecipeError unless ``path`` is (or can be created as) a directory this process can write in; nothing is
+    created (the probe is a temporary file in the nearest existing folder, deleted at once)."""
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"{what} {path} is an existing file, not a directory: give the path of a directory "
+                          "(it is created if missing)")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise RecipeError(f"{what} {path} cannot be created: {base} is a file, not a directory; choose another {what}")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise RecipeError(f"{what} {path} is not writable ({base}: {err.strerror or err}); choose another {what}, "
+                          "or fix its permissions") from None
+
+
+def earlier_run(path: Path) -> str | None:
+    """``finished`` (its metrics.json is written), ``unfinished`` (config.yaml, checkpoints, logs or a search
+    state, but no metrics.json), or None."""
+    if not path.is_dir():
+        return None
+    if (path / "metrics.json").exists():
+        return "finished"
+    if any((path / name).exists() for name in ("config.yaml", "checkpoints", "logs", "search")):
+        return "unfinished"
+    return None
+
+
+def claim(path: Path, overwrite: bool, resume_from: str | None, resumable: str) -> RunDir:
+    """Check ``output.dir`` before any work: a directory this process can write in, which holds no earlier run
+    unless the recipe says what to do with it (``output.overwrite: true``, or ``output.resume_from``).
+    ``resumable``: what ``resume_from: last`` continues, named in the message (the last checkpoint, a search's state)."""
+    path = Path(path)
+    check_writable(path)
+    if overwrite and resume_from is not None:
+        raise RecipeError("output.overwrite: true deletes the earlier run and output.resume_from continues it: "
+                          "set only one of them")
+    earlier = None if is_worker() else earlier_run(path)
+    if earlier is not None and not overwrite and resume_from is None:
+        what = "a finished run (its metrics.json is written)" if earlier == "finished" else "an unfinished run"
+        raise RecipeError(
+            f"output.dir {path} holds {what}; a run never replaces one by accident. Set output.resume_from: last "
+            f"to continue it ({resumable}), output.overwrite: true to delete it and start again, or choose another "
+            "output.dir"
+        )
+    return RunDir(path=path, created=not path.exists(), earlier=earlier, overwrite=overwrite)
+
+
 def write_config(run_dir: Path, cfg_dict: dict[str, Any], header: str = "") -> None:
+    """``config.yaml``: the resolved recipe, less what it said to do with an earlier run in the dir
+    (``output.overwrite``, ``output.resume_from``), so running it again never deletes or resumes by itself."""
+    cfg_dict = {**cfg_dict, "output": {**cfg_dict.get("output", {}), "overwrite": False, "resume_from": None}}
     text = yaml.safe_dump(cfg_dict, sort_keys=False)
     atomic_write(run_dir / "config.yaml", (header + "\n" if header else "") + text)
 

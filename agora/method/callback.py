@@ -38,12 +38,11 @@ every rank trains on identical data; a digest of the state is compared across ra
 Only rank 0 writes files (the teacher cache, ``<run>/agora/generated.jsonl``).
 
 Resume: ``state_dict`` holds the generated rows, their teacher probabilities, the weights, the
-per-example statistics, the epochs done and the report; everything is a plain type or a tensor,
-so a checkpoint loads with ``torch.load(weights_only=True)``. Randomness (our choice): the
-global torch / numpy / python generators are reseeded from ``(seed, epoch)`` at the first batch
-of every epoch (dropout), the sampler draws from ``(seed, epoch)`` and G from ``(seed, epoch,
-source idx)``, so a run resumed from an end-of-epoch checkpoint draws exactly what the
-uninterrupted run draws, with no generator snapshot to carry.
+per-example statistics (those of the epoch in progress too), the epochs done and the report;
+everything is a plain type or a tensor, so a checkpoint loads with ``torch.load(weights_only=True)``.
+Randomness: every fit reseeds the global generators from ``(seed, epoch)`` at the first batch of
+every epoch and restores the sampler's position (:mod:`agora.fit.resume`); G draws from ``(seed,
+epoch, source idx)``, so a resumed run draws exactly what the uninterrupted run draws.
 
 Reported per epoch (``metrics.json`` key ``agora``, and the Lightning loggers under ``agora/``):
 mistakes on E_gen, generated rows kept and rejected by reason, label balance of the kept rows,
@@ -56,7 +55,6 @@ Hyperparameters (``agora:`` section of the recipe; all usable in a search space)
 
 from __future__ import annotations
 
-import random
 import time
 import warnings
 from typing import Any
@@ -133,6 +131,7 @@ class AgoraCallback(L.Callback):
         self.history: list[dict] = []
         self.teacher_summary: dict[str, Any] = {}
         self._batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._resumed_inside_epoch = False
 
     # ------------------------------------------------------------------ setup
 
@@ -203,14 +202,10 @@ class AgoraCallback(L.Callback):
     # ------------------------------------------------------------------ per batch
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._resumed_inside_epoch:  # the statistics of the epoch's batches before the checkpoint stay
+            self._resumed_inside_epoch = False
+            return
         self._batches = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == 0:  # after the loader's own draws: the same stream whether resumed or not
-            seed = stable_seed(self.cfg.seed, "epoch", trainer.current_epoch)
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if isinstance(outputs, dict) and "logits" in outputs:
@@ -246,7 +241,7 @@ class AgoraCallback(L.Callback):
     def _update_stats(self, record: dict) -> None:
         local = {}
         if self._batches:
-            local = {name: torch.cat([b[i] for b in self._batches]).cpu().numpy().astype(dtype)
+            local = {name: torch.cat([b[i].cpu() for b in self._batches]).numpy().astype(dtype)
                      for i, (name, dtype) in enumerate((("idx", np.int64), ("loss", np.float64), ("error", np.float64)))}
         self._batches = []
         seen = merge_by_idx(gather_objects(local))
@@ -343,6 +338,7 @@ class AgoraCallback(L.Callback):
             "epochs_done": list(self.epochs_done),
             "history": plain(self.history),
             "teacher_summary": plain(self.teacher_summary),
+            "epoch_batches": [torch.cat([b[i].cpu() for b in self._batches]) for i in range(3)] if self._batches else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -359,3 +355,6 @@ class AgoraCallback(L.Callback):
         self.epochs_done = list(state.get("epochs_done", []))
         self.history = list(state.get("history", []))
         self.teacher_summary = {**state.get("teacher_summary", {}), **self.teacher_summary}
+        batches = state.get("epoch_batches")  # a checkpoint written inside an epoch: its rows so far
+        self._batches = [tuple(batches)] if batches else []
+        self._resumed_inside_epoch = bool(batches)

@@ -87,7 +87,8 @@ class Teacher:
     """A frozen, cached teacher that returns probabilities in the task's label order.
 
     Args:
-        path_or_id: local directory (model + tokenizer saved with ``save_pretrained``) or hub id.
+        path_or_id: local directory (model + tokenizer saved with ``save_pretrained``), hub id, or
+            ``pkg:<package>/<folder>`` (a folder inside an installed Python package).
         task_labels: the task's label names in order (classification); None keeps the
             teacher's own order.
         task_type: "classification", "regression" or "multiple_choice".
@@ -130,7 +131,9 @@ class Teacher:
 
         if task_type not in TASK_TYPES:
             raise ModelError(f"teacher task_type must be one of {TASK_TYPES}, got {task_type!r}")
-        path_or_id = os.path.expanduser(str(path_or_id))
+        from agora.fit.model import resolve_location
+
+        path_or_id = os.path.expanduser(resolve_location(str(path_or_id), "teacher.path"))
         check_model_path(path_or_id, "teacher")
         self.path = path_or_id
         self.task_type = task_type
@@ -143,6 +146,9 @@ class Teacher:
             self._config = AutoConfig.from_pretrained(path_or_id)
         except OSError as err:
             raise self._load_error(err) from err
+        from agora.fit.model import check_max_length
+
+        check_max_length(max_length, self._config, "teacher.max_length", self.path)
         self.teacher_labels = [str(self._config.id2label[i]) for i in range(self._config.num_labels)]
         self.columns = self._label_matrix(task_labels, label_map)  # fail fast, before loading weights
         self.teacher_id = teacher_identity(path_or_id)

@@ -20,8 +20,9 @@ the last round. With ``agora.enabled: false`` nothing is generated and no teache
 Θ, E and selection rule give the plain fine-tuning baseline.
 
 Resume: the state (:class:`agora.search.state.SearchState`) and D's additions are saved after
-every finished fit and round; a rerun continues after the last finished fit (a fit killed
-midway is run again from its start). Closing a round is idempotent on the saved state.
+every finished fit and round; a rerun with ``output.resume_from: last`` continues after the last
+finished fit (a fit killed midway is run again from its start); without it, a dir holding a search
+is refused (``output.overwrite: true`` starts again). Closing a round is idempotent on the saved state.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from typing import Protocol
 
 from agora.config import RunConfig, TrialConfig
 from agora.data.cards import load_task
+from agora.errors import RecipeError
 from agora.files import read_jsonl, write_jsonl
 from agora.fit import rundir
+from agora.fit.model import check_lengths
 from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
 from agora.search.plan import Plan, check_e_fits, plan
@@ -50,19 +53,30 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
     cfg, precision = with_resolved_precision(cfg, announce=None)  # once, for every fit of the search
     p = plan(cfg, source)
     card = load_task(cfg.task)
-    check_e_fits(cfg, card, source)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    owned = runner is None  # built here, before any work: a missing Ray fails now
+    state_path, added_path = run_dir / "search" / "state.json", run_dir / "search" / "added.jsonl"
+    claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from,
+                           "from search/state.json, after its last finished fit")
+    check_e_fits(cfg, card, source)
+    check_lengths(theta.cfg for theta in p.space.thetas)
+    if cfg.output.resume_from not in (None, "last"):
+        raise RecipeError(f"{source}: a search resumes from its own state (search/state.json): write "
+                          f"output.resume_from: last, not a checkpoint ({cfg.output.resume_from})")
+    if cfg.output.resume_from and not state_path.is_file():
+        raise RecipeError(f"output.resume_from: last: {run_dir} holds no search to continue (no {state_path}); "
+                          "leave resume_from unset to start one")
+    owned = runner is None  # built here, before any fit: a missing Ray fails now
     runner = runner or default_runner(cfg, run_dir, progress)
     progress(p.text(cfg) + f"\n  {precision.line()}")
-    state_path, added_path = run_dir / "search" / "state.json", run_dir / "search" / "added.jsonl"
+    claimed.clear_earlier()
     state = SearchState.load(state_path, fingerprint(cfg), run_dir) or SearchState(
         fingerprint=fingerprint(cfg), names=p.names, thetas=[list(t) for t in p.thetas],
         remaining=list(range(len(p.thetas))))
     if state.fits:
         progress(f"[search] resuming {run_dir}: {state.fits} fits done, {len(state.rounds)} round(s) started")
-    rundir.write_config(run_dir, cfg.to_dict(), f"# resolved recipe from {source}; rerun (resumes) with: "
-                                                f"agora-finetune {run_dir}/config.yaml\n# {precision.line()}")
+    rundir.write_config(run_dir, cfg.to_dict(), f"# resolved recipe from {source}; continue it with: "
+                                                f"agora-finetune {run_dir}/config.yaml output.resume_from=last"
+                                                f"\n# {precision.line()}")
     grower = None
     if cfg.agora.enabled:
         from agora.search.grow import Grower
@@ -97,6 +111,10 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
 
     try:
         Rounds(cfg, p, state, runner, make_trial, grower, save, progress, keep_one_export).run()
+    except BaseException:
+        if not state.fits:
+            claimed.release()  # no fit finished: no stray run dir
+        raise
     finally:
         if owned and hasattr(runner, "close"):
             runner.close()

@@ -180,9 +180,19 @@ def check_text(spec: FileSpec, text: str, expected: Expected | None, skip: froze
         lines.pop()
     first = 1
     if spec.kind.startswith("tsv"):
-        if not lines or lines[0] != GLUE_HEADER:
-            got = repr(lines[0]) if lines else "an empty file"
-            problems.add("format", f"the first line must be the header 'index<TAB>prediction', got {got}", 1)
+        # One problem for a wrong header; the line is a header all the same (not a row), unless it is a
+        # data row (the header is missing), which is then checked and counted as a row.
+        expected_header = GLUE_HEADER.replace("\t", "<TAB>")
+        if not lines:
+            problems.add("format", f"empty file; the first line must be the header '{expected_header}'", 1)
+        elif lines[0] != GLUE_HEADER:
+            if _INT.fullmatch(lines[0].split("\t")[0].strip()):
+                problems.add("format", f"the header '{expected_header}' is missing: the first line is a row "
+                                       f"({lines[0][:60]!r}); add the header above it", 1)
+            else:
+                problems.add("format", f"the first line must be the header '{expected_header}', got "
+                                       f"{lines[0][:60]!r}; replace it", 1)
+                lines, first = lines[1:], 2
         else:
             lines, first = lines[1:], 2
     seen: dict = {}

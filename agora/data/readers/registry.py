@@ -38,6 +38,21 @@ def register_reader(name: str, extra_features: dict | None = None, hub: Callable
     return wrap
 
 
+def check_columns(path: Path, spec: LocalSplit, card: TaskCard, found: list[str]) -> None:
+    """Every column the card names for this split must be among ``found`` (the file's header or
+    columns): a DataError names the file, each missing column, the field it feeds and what was found.
+    The label column may be absent only from a split that needs no labels (test)."""
+    missing = [(field, col) for field, col in (spec.columns or {}).items()
+               if isinstance(col, str) and col not in found and (field != "label" or spec._labelled)]
+    if missing:
+        named = ", ".join(f"'{col}' (for {field})" for field, col in missing)
+        raise DataError(
+            f"{path}: column{'s' if len(missing) > 1 else ''} {named} not found; the file has {found}. "
+            f"Task card {card.path or card.name} names {'them' if len(missing) > 1 else 'it'} in local.columns: "
+            "fix the file's header, or the card's columns"
+        )
+
+
 def convert_label(raw: str, card: TaskCard, where: str):
     """Raw label text -> id (classification) or float (regression); DataError if unknown."""
     raw = raw.strip()

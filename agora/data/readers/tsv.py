@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agora.data.cards import LocalSplit, TaskCard
-from agora.data.readers.registry import convert_label, register_reader
+from agora.data.readers.registry import check_columns, convert_label, register_reader
 from agora.errors import DataError
 
 csv.field_size_limit(sys.maxsize)
@@ -26,6 +26,8 @@ def read_tsv(path: Path, spec: LocalSplit, card: TaskCard, encoding: str = "utf-
         if spec.header:
             header = [h.strip() for h in next(rows, [])]
             line = 1
+        if header is not None:
+            check_columns(path, spec, card, header)
         for field, col in columns.items():
             if isinstance(col, int):
                 positions[field] = col
@@ -34,10 +36,7 @@ def read_tsv(path: Path, spec: LocalSplit, card: TaskCard, encoding: str = "utf-
             elif col in header:
                 positions[field] = header.index(col)
         if "text_a" not in positions:
-            raise DataError(
-                f"{path}: text column '{columns.get('text_a')}' not found in header {header}; "
-                f"the task card {card.path} expects the original GLUE layout"
-            )
+            raise DataError(f"{path}: the task card {card.path} maps no column to text_a (local.columns)")
         width = len(header) if header else None
         for position, row in enumerate(rows):
             line += 1
@@ -46,6 +45,9 @@ def read_tsv(path: Path, spec: LocalSplit, card: TaskCard, encoding: str = "utf-
             where = f"{path}, line {line}"
             if width is not None and len(row) < width:
                 raise DataError(f"{where}: {len(row)} columns, the header has {width}")
+            short = [f"{field} (column {pos})" for field, pos in positions.items() if pos >= len(row)]
+            if short:
+                raise DataError(f"{where}: {len(row)} columns, but the task card {card.path} reads {', '.join(short)}")
             out = {
                 "idx": int(row[positions["idx"]]) if "idx" in positions else position,
                 "text_a": row[positions["text_a"]],

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 
 from agora.errors import RecipeError
+from agora.fit.seeds import stable_seed  # noqa: F401  (re-exported: G's seeds and the fit's are one function)
 
 Segments = tuple[str, ...]
 Generator = Callable[..., list[Segments]]
@@ -28,16 +27,6 @@ def token_jaccard(a: str, b: str) -> float:
     if not sa and not sb:
         return 1.0
     return len(sa & sb) / len(sa | sb)
-
-
-def stable_seed(*parts) -> int:
-    """A 64-bit seed from a JSON-able value; unlike ``hash`` it is not salted per process."""
-
-    def as_plain(o):  # numpy scalars -> Python numbers
-        return o.item() if hasattr(o, "item") else str(o)
-
-    digest = hashlib.sha256(json.dumps(parts, default=as_plain).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 def perturbed(segments: Segments, perturb_segments: Sequence[int] | None) -> tuple[int, ...]:

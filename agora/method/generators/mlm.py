@@ -19,7 +19,9 @@ def _load_mlm(model: str, device: str):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from agora.method.teacher import check_model_path
+    from agora.fit.model import resolve_location
 
+    model = resolve_location(model, "agora.generator_settings.model (mlm)")
     check_model_path(model, "mlm generator `model`")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
@@ -114,7 +116,7 @@ def mlm(
         segments: the input, a tuple of text segments.
         rng: the only source of randomness (mask positions and sampling among the top-k).
         n: the number of variants wanted.
-        model: local directory or hub id of a masked LM (with its tokenizer).
+        model: local directory, hub id or ``pkg:<package>/<folder>`` of a masked LM (with its tokenizer).
         mask_prob: fraction of the words of a segment that are masked (at least one).
         top_k: refills are sampled among the LM's top-k whole-word tokens, weighted by probability.
         min_jaccard, max_jaccard: band of accepted token-Jaccard similarity, per perturbed segment.
