@@ -210,7 +210,7 @@ def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> rep
     from agora.data.cards import load_task
 
     card = load_task(plan.task)
-    seeds = list(range(args.seeds))
+    seeds = list(range(plan.seeds or args.seeds))
     slices = slice_task(plan, card, args.data_dir, work, seeds)
     n_teacher = sum(1 for line in slices.teacher.read_text(encoding="utf-8").splitlines() if line.strip())
     n_teacher -= 1 if card.local and card.local.header else 0
@@ -265,7 +265,8 @@ def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> rep
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=None, help=f"comma-separated (default {','.join(DEFAULT_TASKS)}; --quick: sst2)")
+    p.add_argument("--tasks", default=None, help=f"comma-separated, TASK:N for N seeds on that task "
+                   f"(default {','.join(DEFAULT_TASKS)}; --quick: sst2)")
     p.add_argument("--card", default=None, help="run the protocol on a task card of your own (its path)")
     p.add_argument("--rows", default=None, help="D,E_GEN,E_SEL,TEACHER rows (with --card; default 500,200,1000,rest)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 10; --quick 2)")
@@ -310,11 +311,15 @@ def plans(args) -> list[TaskPlan]:
                         teacher_rows=rows[3], pool="rest" if rows[3] else "train", max_length=128, teacher_lr=1e-4)
         return [TaskPlan(**{**plan.__dict__, **({"epochs": args.epochs} if args.epochs else {})})]
     out = []
-    for task in (args.tasks or ("sst2" if args.quick else ",".join(DEFAULT_TASKS))).split(","):
+    for item in (args.tasks or ("sst2" if args.quick else ",".join(DEFAULT_TASKS))).split(","):
+        task, _, n = item.partition(":")
         if task not in PLANS:
             raise SystemExit(f"no plan for task {task!r}; plans: {', '.join(PLANS)} (or --card PATH)")
+        if n and not (n.isdigit() and int(n) >= 2):
+            raise SystemExit(f"--tasks {item}: TASK:N takes a number of seeds, at least 2")
         base = QUICK if args.quick and task == QUICK.task else PLANS[task]
-        out.append(TaskPlan(**{**base.__dict__, **({"epochs": args.epochs} if args.epochs else {})}))
+        out.append(TaskPlan(**{**base.__dict__, **({"epochs": args.epochs} if args.epochs else {}),
+                               **({"seeds": int(n)} if n else {})}))
     return out
 
 
@@ -351,12 +356,13 @@ def write(results, args, out: Path, wall: float, argv) -> None:
         + (f"; the student's full-data ceiling (2 epochs, all of train): dev {100 * r.teacher['ceiling']:.1f}"
            if r.teacher.get("ceiling") is not None else "")
         for r, p in zip(results, plans(args)))
+    seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans(args))
     md = (f"# Agora against its baselines ({args.name})\n\n"
           f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
           f"{wall / 60:.0f} min wall on {cpu}, precision {precision}, {args.workers} fits at a time of "
           f"{args.threads} thread(s).\n\nStudent: {args.student} cut to {args.student_layers} layers, word embeddings "
           f"frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
-          f"0..{args.seeds - 1}; lr grid {args.lrs} for every arm, chosen on E_sel. {settings}.\n\n"
+          f"{seed_text}; lr grid {args.lrs} for every arm, chosen on E_sel. {settings}.\n\n"
           f"Dev = the official dev set, never used for a choice. Paired t-tests over seeds on dev, Holm-corrected "
           f"over every contrast below (fixed before the run); significant: Holm p < 0.05.\n\n"
           f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"

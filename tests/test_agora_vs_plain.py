@@ -95,3 +95,14 @@ def test_pool_kd_needs_a_budget():
     report = {"epochs": [{"scored": 12, "kept": 5}, {"scored": 9, "kept": 9}, {"epoch": 2}]}
     assert teacher_labelled_generated(report) == 21  # every variant the teacher labelled, kept or not
     assert bench.ARMS
+
+
+def test_tasks_take_their_own_number_of_seeds(tmp_path):
+    bench = load_bench()
+    args = bench.parse_args(["--tasks", "sst2,mrpc:3", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
+    plans = bench.plans(args)
+    assert [(p.name, p.seeds or args.seeds) for p in plans] == [("sst2", 10), ("mrpc", 3)]
+    assert plans[1].key() == bench.PLANS["mrpc"].key()  # the seeds do not change the slices' files
+    for bad in ("mrpc:1", "mrpc:x"):
+        with pytest.raises(SystemExit, match="TASK:N"):
+            bench.plans(bench.parse_args(["--tasks", bad, "--data-dir", str(tmp_path), "--out", str(tmp_path)]))

@@ -39,6 +39,8 @@ class TaskPlan:
     """The arms run on this task (None: every arm)."""
     region_rows: int | None = None
     """Rows of the student region (None: every row outside the teacher's slice, at least D + E)."""
+    seeds: int | None = None
+    """Seeds 0..seeds-1 on this task (None: ``--seeds``); ``--tasks mrpc:3``."""
 
     @property
     def student_rows(self) -> int:
