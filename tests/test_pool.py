@@ -52,7 +52,7 @@ def test_pool_file_labels_are_ignored_and_rows_deduplicated(tmp_path, data_dir, 
 @pytest.mark.parametrize("content, match", [
     (None, r"data\.unlabelled: .*missing\.tsv: no such file .*relative to data\.dir or absolute, or 'train'"),
     ("sentence\tlabel\n", r"data\.unlabelled: .*is empty"),
-    ("text\tlabel\nhello\t1\n", r"data\.unlabelled: .*column 'sentence' not found in header \['text', 'label'\]"),
+    ("text\tlabel\nhello\t1\n", r"data\.unlabelled: [^:]*missing\.tsv: column 'sentence' \(for text_a\) not found; the file has \['text', 'label'\]"),
 ])
 def test_pool_errors_name_the_field_and_the_file(tmp_path, data_dir, tiny_bort, content, match):
     path = tmp_path / "missing.tsv"

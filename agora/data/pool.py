@@ -85,8 +85,8 @@ def load_pool(dm) -> Pool | None:
                             f"(the layout of its train file), relative to data.dir or absolute, or 'train'")
     try:  # read as a split without labels: a label column, if any, is never read
         ds = load_split(unlabelled_card(card), "unlabelled", root, "local", cache_dir(dcfg.cache_dir), str(path))
-    except DataError as err:
-        raise DataError(f"{where}: {err}") from None
+    except DataError as err:  # the reader's error names the file already: say only which setting read it
+        raise DataError(f"data.unlabelled: {err}" if str(path) in str(err) else f"{where}: {err}") from None
     return dedup(dm, ds, str(dcfg.unlabelled))
 
 
