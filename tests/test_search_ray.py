@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,7 +134,10 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_ad
                                                                          tiny_teacher, data_dir):
     recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
     recipe["output"]["predict"] = False
-    missing = str(tmp_path / "no-such-model")
+    missing = tmp_path / "config-only-model"  # its config passes the checks made before the search; its fit fails
+    missing.mkdir()
+    shutil.copy(Path(tiny_bort) / "config.json", missing / "config.json")
+    missing = str(missing)
     recipe["search"] = {**recipe["search"], **RAY, "space": {}, "max_rounds": 1, "trials": [
         {"optim.lr": 3e-3, "model.name": str(tiny_bort)}, {"optim.lr": 3e-3, "model.name": missing}]}
     lines: list[str] = []
@@ -141,12 +145,12 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_ad
     state = _state(tmp_path / "run")
     fits = state["rounds"][0]["fits"]
     assert state["fits"] == 2 and fits["1"]["score"] is None
-    assert fits["1"]["failed"].startswith("ModelError: tokenizer ") and missing in fits["1"]["failed"]
+    assert fits["1"]["failed"].startswith("ModelError: cannot load model ") and missing in fits["1"]["failed"]
     assert "fit.log" in fits["1"]["failed"] and "Traceback" in (tmp_path / "run/trials/r0.0-t1/fit.log").read_text()
     assert state["rounds"][0]["removed"]["1"] == "failed fit" and fits["0"]["score"] is not None
     assert state["best"]["theta"] == 0 and result.selection_score == state["best"]["score"]
-    assert any("FAILED (ModelError: tokenizer" in line for line in lines)
-    assert "pruned: ModelError: tokenizer" in (tmp_path / "run" / "report.md").read_text()
+    assert any("FAILED (ModelError: cannot load model" in line for line in lines)
+    assert "pruned: ModelError: cannot load model" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path, tiny_bort, tiny_teacher, data_dir):
@@ -223,7 +227,7 @@ def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path
         time.sleep(0.2)
 
     lines: list[str] = []
-    result = _search(recipe, lines)
+    result = _search({**recipe, "output": {**recipe["output"], "resume_from": "last"}}, lines)
     resumed = _state(tmp_path / "run")
     assert "[search] resuming" in lines[1] and sum(line.startswith("[search] round ") for line in lines) == total - killed["fits"]
     assert sorted(_fits(resumed)) == sorted(_fits(_state(reference))) and resumed["best"]["trial"] == _state(reference)["best"]["trial"]
