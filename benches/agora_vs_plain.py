@@ -374,17 +374,9 @@ def write(results, args, out: Path, wall: float, argv) -> None:
 
 
 def report_cpu() -> str:
-    from agora.fit.precision import detect
+    from agora.fit.precision import cpu_model_name, detect
 
-    name = "this CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores, {detect().cpu_words()})"
+    return f"{cpu_model_name()} ({os.cpu_count()} cores, {detect().cpu_words()})"
 
 
 if __name__ == "__main__":

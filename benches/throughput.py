@@ -50,16 +50,9 @@ ABLATIONS = [  # (name, the setting changed) - one at a time, everything else as
 
 
 def cpu_name() -> str:
-    from agora.fit.precision import detect
+    from agora.fit.precision import cpu_model_name, detect
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpu_model_name(platform.processor() or platform.machine())
     return f"{name}, {os.cpu_count()} cores, {detect().cpu_words()}"
 
 

@@ -61,6 +61,19 @@ class Capabilities:
         return f"{base} with {' and '.join(extra)}" if extra else f"{base} without AVX512-BF16 or AMX"
 
 
+def cpu_model_name(default: str = "this CPU") -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (``default`` where it cannot be read)."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return default
+
+
 def detect() -> Capabilities:
     """Ask torch what this machine offers (CUDA, bf16 on CUDA, MPS, native bf16 on the CPU)."""
     import torch
