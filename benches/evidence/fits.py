@@ -32,27 +32,43 @@ class Fit:
     generated_labelled: int
     generated: int
     wall_s: float
+    code: str = "unrecorded"
+    """The commit the fit ran on (``+dirty`` with uncommitted changes); fits made before it was recorded:
+    ``unrecorded``."""
+
+
+def code_version() -> str:
+    """The checkout's commit, ``+dirty`` when tracked files differ from it (``unknown`` outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 def run_dir(work: Path, task: str, arm: str, lr: float, seed: int) -> Path:
     return work / "runs" / task / arm / f"lr{lr:g}-s{seed}"
 
 
-def same_recipe(directory: Path, wanted: dict) -> bool:
-    """Whether the fit in ``directory`` ran this recipe (its stored recipe, resolved by today's code)."""
-    import yaml
-
+def resolved(recipe: dict | None) -> dict | None:
+    """A stored recipe as today's code resolves it (new settings at their defaults); None if it no longer
+    validates. Two fits ran the same recipe when their resolved recipes are equal."""
     from agora.config import validate_recipe
     from agora.errors import RecipeError
 
-    path = directory / "config.yaml"
-    if not path.exists():
-        return False
+    if recipe is None:
+        return None
     try:
-        stored = validate_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path)).to_dict()
+        out = validate_recipe(recipe, source="bench.json").to_dict()
     except RecipeError:
-        return False
-    return stored == wanted
+        return None
+    return {**out, "teacher": {**out["teacher"], "cache_dir": None}}
 
 
 def _worker_init(threads: int) -> None:
@@ -86,7 +102,7 @@ def fit(job: dict) -> dict:
     wanted = {**cfg.to_dict(), "teacher": {**cfg.to_dict()["teacher"], "cache_dir": None}}
     done = directory / "bench.json"
     stored = json.loads(done.read_text()) if done.exists() else None
-    if stored is None or stored.get("recipe") != wanted:
+    if stored is None or resolved(stored.get("recipe")) != wanted:
         if directory.exists():
             shutil.rmtree(directory)
         card = load_task(cfg.task)
@@ -99,12 +115,14 @@ def fit(job: dict) -> dict:
             "dev": result.scores[f"{card.select_split}/{card.main_metric}"], "dev_all": result.scores,
             "e_sel": result.main_score, "steps": int(metrics["epochs"][-1]["step"]),
             "teacher_rows": teacher_rows_labelled(report), "generated_labelled": teacher_labelled_generated(report),
-            "generated": report.get("generated", 0), "wall_s": round(wall, 1), "recipe": wanted}
+            "generated": report.get("generated", 0), "wall_s": round(wall, 1), "recipe": wanted,
+            "code": code_version()}
         shutil.rmtree(directory / "checkpoints", ignore_errors=True)
         shutil.rmtree(directory / "logs", ignore_errors=True)
         done.write_text(json.dumps(stored))
     fields = {k: stored[k] for k in ("dev", "dev_all", "e_sel", "steps", "teacher_rows", "generated_labelled",
                                      "generated", "wall_s")}
+    fields["code"] = stored.get("code", "unrecorded")
     return {"task": job["task"], "arm": job["arm"], "lr": job["lr"], "seed": job["seed"], **fields}
 
 

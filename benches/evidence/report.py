@@ -63,9 +63,20 @@ def contrasts(results: list[TaskResult]) -> list[tuple[TaskResult, Paired]]:
     return out
 
 
+def code_note(results: list[TaskResult]) -> str:
+    """Which commit each task's fits ran on (a reused fit keeps the commit it was made with)."""
+    parts = []
+    for res in results:
+        counts: dict[str, int] = {}
+        for f in res.fits:
+            counts[f.code] = counts.get(f.code, 0) + 1
+        parts.append(f"{res.task}: " + ", ".join(f"{code} ({n} fits)" for code, n in sorted(counts.items())))
+    return "; ".join(parts)
+
+
 def task_table(results: list[TaskResult]) -> str:
-    lines = ["| task | arm | lr (E_sel) | E_sel, mean | dev, mean ± std | dev 95% CI | other dev metrics | seeds "
-             "| steps | teacher rows labelled | generated rows labelled | s / fit (median) |",
+    lines = [("| task | arm | lr (E_sel) | E_sel, mean | dev, mean ± std | dev 95% CI | other dev metrics | seeds "
+              "| steps | teacher rows labelled | generated rows labelled | s / fit (median) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for arm in res.arms:
@@ -114,8 +125,7 @@ def lr_table(results: list[TaskResult]) -> str:
             cells = []
             for lr in lrs:
                 fits = [f for f in res.fits if f.arm == arm and f.lr == lr]
-                cells.append("-" if not fits else "{:.1f} / {:.1f}".format(
-                    100 * statistics.fmean(f.e_sel for f in fits), 100 * statistics.fmean(f.dev for f in fits)))
+                cells.append("-" if not fits else f"{100 * statistics.fmean(f.e_sel for f in fits):.1f} / {100 * statistics.fmean(f.dev for f in fits):.1f}")
             lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
