@@ -115,3 +115,10 @@ def test_tasks_take_their_own_number_of_seeds(tmp_path):
     for bad in ("mrpc:1", "mrpc:x"):
         with pytest.raises(SystemExit, match="TASK:N"):
             bench.plans(bench.parse_args(["--tasks", bad, "--data-dir", str(tmp_path), "--out", str(tmp_path)]))
+
+
+def test_the_ceiling_trains_to_enough_steps():
+    bench = load_bench()
+    assert bench.ceiling_epochs(67349) == 2  # SST-2: 2 epochs are 2,074 steps of batch 32
+    assert bench.ceiling_epochs(5749) == 11  # STS-B: 149 steps an epoch, 11 epochs for 1,500 steps
+    assert bench.ceiling_epochs(1200) == 215  # 200 rows left: 7 steps an epoch, 215 epochs
