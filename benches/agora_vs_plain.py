@@ -10,7 +10,7 @@ dev). Dev scores are compared over seeds with paired t-tests, Holm-corrected ove
 fixed before the run (``evidence.arms.CONTRASTS``), with 95% confidence intervals.
 
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --quick     # SST-2, 4 arms, 2 seeds: ~10 min
-    AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py             # SST-2, MRPC, STS-B, CoLA; 10 seeds
+    AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py             # SST-2, STS-B, CoLA; 10 seeds
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --card my_task.yaml --rows 500,200,1000,5000
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --tasks sst2 --arms plain,agora-nearest \\
         --variant gamma1=generator=nearest,gamma=1 --seeds 5 --name explore   # settings, on E_sel
@@ -380,6 +380,8 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     from agora.fit.precision import resolve_precision
 
     cpu = report_cpu()
+    n_fits = sum(len(r.fits) for r in results)
+    reused = sum(f.reused for r in results for f in r.fits)
     precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
     settings = "; ".join(
         f"{r.task}: D {p.d_rows}, E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
@@ -392,7 +394,7 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans(args))
     md = (f"# Agora against its baselines ({args.name})\n\n"
           f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-          f"{wall / 60:.0f} min wall on {cpu}, precision {precision}, {args.workers} fits at a time of "
+          f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision {precision}, {args.workers} fits at a time of "
           f"{args.threads} thread(s).\n\nStudent: {args.student} cut to {args.student_layers} layers, word embeddings "
           f"frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
           f"{seed_text}; lr grid {args.lrs} for every arm, chosen on E_sel. {settings}.\n\n"

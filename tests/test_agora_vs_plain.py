@@ -84,6 +84,7 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert {f.wall_s for f in again.fits} == set(walls.values())  # reused, not refitted
     codes = {(f.arm, f.seed): f.code for f in again.fits}
     assert codes.pop(("plain", 1)) == "unrecorded" and len(set(codes.values())) == 1
+    assert all(f.reused for f in again.fits) and not any(f.reused for f in res.fits)
     assert set(codes.values()) != {"unrecorded"}
     assert set(res.chosen) == set(bench.ARMS)
     md = (out / "mine.md").read_text()

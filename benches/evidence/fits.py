@@ -33,19 +33,24 @@ class Fit:
     generated: int
     wall_s: float
     code: str = "unrecorded"
+    reused: bool = False
     """The commit the fit ran on (``+dirty`` with uncommitted changes); fits made before it was recorded:
     ``unrecorded``."""
 
 
+CODE_PATHS = ("agora", "benches/agora_vs_plain.py", "benches/evidence", "pyproject.toml")
+"""What a fit runs: a change elsewhere (the results under ``benches/results``, the docs) leaves it clean."""
+
+
 def code_version() -> str:
-    """The checkout's commit, ``+dirty`` when tracked files differ from it (``unknown`` outside git)."""
+    """The checkout's commit, ``+dirty`` when the code a fit runs differs from it (``unknown`` outside git)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -102,7 +107,8 @@ def fit(job: dict) -> dict:
     wanted = {**cfg.to_dict(), "teacher": {**cfg.to_dict()["teacher"], "cache_dir": None}}
     done = directory / "bench.json"
     stored = json.loads(done.read_text()) if done.exists() else None
-    if stored is None or resolved(stored.get("recipe")) != wanted:
+    reused = stored is not None and resolved(stored.get("recipe")) == wanted
+    if not reused:
         if directory.exists():
             shutil.rmtree(directory)
         card = load_task(cfg.task)
@@ -122,7 +128,7 @@ def fit(job: dict) -> dict:
         done.write_text(json.dumps(stored))
     fields = {k: stored[k] for k in ("dev", "dev_all", "e_sel", "steps", "teacher_rows", "generated_labelled",
                                      "generated", "wall_s")}
-    fields["code"] = stored.get("code", "unrecorded")
+    fields["code"], fields["reused"] = stored.get("code", "unrecorded"), reused
     return {"task": job["task"], "arm": job["arm"], "lr": job["lr"], "seed": job["seed"], **fields}
 
 

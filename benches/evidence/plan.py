@@ -67,7 +67,10 @@ PLANS = {
     "cola": TaskPlan("cola", region_rows=1700, pool="train", max_length=64, teacher_epochs=4, teacher_lr=1e-4,
                      arms=CONTROL_ARMS),
 }
-DEFAULT_TASKS = ("sst2", "mrpc", "stsb", "cola")
+DEFAULT_TASKS = ("sst2", "stsb", "cola")
+"""MRPC is not among them: the 2-layer student is not data-limited there (trained on all of MRPC's train
+to 1,500 steps it reaches dev F1 81.9, the majority class's 81.2), so its arms cannot differ; and its
+fits are the slowest. ``--tasks mrpc`` still runs it."""
 QUICK = TaskPlan("sst2", d_rows=500, e_gen_rows=200, e_sel_rows=300, teacher_rows=2000, pool="rest", epochs=4,
                  max_length=64, teacher_epochs=1, teacher_lr=1e-4, region_rows=6000)
 """``--quick``: SST-2 with a small teacher, a smaller E_sel, a 6,000-row region and pool, 4 epochs."""
