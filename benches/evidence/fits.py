@@ -33,9 +33,10 @@ class Fit:
     generated: int
     wall_s: float
     code: str = "unrecorded"
-    reused: bool = False
     """The commit the fit ran on (``+dirty`` with uncommitted changes); fits made before it was recorded:
     ``unrecorded``."""
+    reused: bool = False
+    """Read from an earlier run's ``bench.json`` rather than fitted by this one."""
 
 
 CODE_PATHS = ("agora", "benches/agora_vs_plain.py", "benches/evidence", "pyproject.toml")
@@ -61,6 +62,11 @@ def run_dir(work: Path, task: str, arm: str, lr: float, seed: int) -> Path:
     return work / "runs" / task / arm / f"lr{lr:g}-s{seed}"
 
 
+def comparable(config: dict) -> dict:
+    """A resolved recipe without what may differ between two runs of the same fit (the worker's cache)."""
+    return {**config, "teacher": {**config["teacher"], "cache_dir": None}}
+
+
 def resolved(recipe: dict | None) -> dict | None:
     """A stored recipe as today's code resolves it (new settings at their defaults); None if it no longer
     validates. Two fits ran the same recipe when their resolved recipes are equal."""
@@ -70,10 +76,9 @@ def resolved(recipe: dict | None) -> dict | None:
     if recipe is None:
         return None
     try:
-        out = validate_recipe(recipe, source="bench.json").to_dict()
+        return comparable(validate_recipe(recipe, source="bench.json").to_dict())
     except RecipeError:
         return None
-    return {**out, "teacher": {**out["teacher"], "cache_dir": None}}
 
 
 def _worker_init(threads: int) -> None:
@@ -104,7 +109,7 @@ def fit(job: dict) -> dict:
         recipe["teacher"]["cache_dir"] = f"{recipe['teacher']['cache_dir']}-w{os.getpid()}"
     directory = Path(job["dir"])
     cfg = validate_recipe(recipe, source=f"benches/agora_vs_plain.py ({job['arm']})")
-    wanted = {**cfg.to_dict(), "teacher": {**cfg.to_dict()["teacher"], "cache_dir": None}}
+    wanted = comparable(cfg.to_dict())
     done = directory / "bench.json"
     stored = json.loads(done.read_text()) if done.exists() else None
     reused = stored is not None and resolved(stored.get("recipe")) == wanted

@@ -101,6 +101,10 @@ class Slices:
     region: Path
     students: dict[int, Path]
     """seed -> the seed's student file (D + E)."""
+    train_rows: int
+    """Rows of the task's train file."""
+    teacher_rows: int
+    """Rows of the teacher's slice."""
 
     def pool(self, plan: TaskPlan) -> Path:
         return self.region if plan.pool == "rest" else self.train
@@ -131,4 +135,4 @@ def slice_task(plan: TaskPlan, card, data_dir: Path, work: Path, seeds: list[int
     region_file = write("region", region)
     students = {s: write(f"student-s{s}", np.random.default_rng(1000 + s).permutation(region)[: plan.student_rows])
                 for s in seeds}
-    return Slices(path, teacher, region_file, students)
+    return Slices(path, teacher, region_file, students, len(rows), n_teacher)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from evidence.arms import CONTRASTS
@@ -67,9 +68,7 @@ def code_note(results: list[TaskResult]) -> str:
     """Which commit each task's fits ran on (a reused fit keeps the commit it was made with)."""
     parts = []
     for res in results:
-        counts: dict[str, int] = {}
-        for f in res.fits:
-            counts[f.code] = counts.get(f.code, 0) + 1
+        counts = Counter(f.code for f in res.fits)
         parts.append(f"{res.task}: " + ", ".join(f"{code} ({n} fits)" for code, n in sorted(counts.items())))
     return "; ".join(parts)
 
@@ -125,7 +124,11 @@ def lr_table(results: list[TaskResult]) -> str:
             cells = []
             for lr in lrs:
                 fits = [f for f in res.fits if f.arm == arm and f.lr == lr]
-                cells.append("-" if not fits else f"{100 * statistics.fmean(f.e_sel for f in fits):.1f} / {100 * statistics.fmean(f.dev for f in fits):.1f}")
+                if not fits:
+                    cells.append("-")
+                    continue
+                e_sel, dev = statistics.fmean(f.e_sel for f in fits), statistics.fmean(f.dev for f in fits)
+                cells.append(f"{100 * e_sel:.1f} / {100 * dev:.1f}")
             lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
