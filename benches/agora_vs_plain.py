@@ -6,7 +6,8 @@ Teacher S: all-MiniLM-L6-v2 fine-tuned by this framework (Agora off) on a slice 
 far above a 500-row one). Per task and seed, the student's rows (D 500, E_gen 200, E_sel 1,000) are
 a fresh draw (``evidence.plan``); every arm (``evidence.arms``) of a seed gets the same D, E_sel,
 unlabelled pool, epochs and optimiser steps, and its lr from the same grid, chosen on E_sel (never
-dev). Dev scores are compared over seeds with paired t-tests, Holm-corrected over the contrasts
+dev): the first ``--lr-seeds`` (3) seeds fit every lr, and the others fit the lr with the best mean
+E_sel over those. Each fit scores dev once, on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds with paired t-tests, Holm-corrected over the contrasts
 fixed before the run (``evidence.arms.CONTRASTS``), with 95% confidence intervals.
 
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --quick     # SST-2, 4 arms, 2 seeds: ~10 min
@@ -108,7 +109,7 @@ def train_teacher(plan: TaskPlan, args, work: Path, teacher_file: Path, n_rows: 
         recipe = {"task": plan.task, "seed": 0, "model": {"name": args.teacher},
                   "optim": {"lr": plan.teacher_lr, "weight_decay": 0.01, "warmup_ratio": 0.1},
                   "data": {"dir": str(args.data_dir), "files": {"train": str(teacher_file)},
-                           "max_length": plan.max_length, "batch_size": 32, "eval_batch_size": 256},
+                           "max_length": plan.max_length, "batch_size": 32, "eval_dev": "at_end", "eval_batch_size": 256},
                   "agora": {"enabled": False, "e_size": max(2, min(400, n_rows // 5))}, "trial": {"e_seed": 0},
                   "trainer": _trainer(args, plan.teacher_epochs),
                   "output": {"dir": str(directory), "predict": False, "save_checkpoints": False}}
@@ -145,7 +146,7 @@ def ceiling(plan: TaskPlan, args, work: Path, student: Path, card, train_rows: i
         shutil.rmtree(directory, ignore_errors=True)
         recipe = {"task": plan.task, "seed": 0, "model": {"name": str(student), "freeze_word_embeddings": True},
                   "optim": {"lr": 1e-4, "weight_decay": 0.01, "warmup_ratio": 0.1},
-                  "data": {"dir": str(args.data_dir), "max_length": plan.max_length, "batch_size": 32,
+                  "data": {"dir": str(args.data_dir), "max_length": plan.max_length, "batch_size": 32, "eval_dev": "at_end",
                            "eval_batch_size": 256},
                   "agora": {"enabled": False, "e_size": 1000}, "trial": {"e_seed": 0},
                   "trainer": _trainer(args, epochs), "output": {"dir": str(directory), "predict": False,
@@ -185,7 +186,8 @@ def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, l
     recipe = {"task": plan.task, "seed": seed, "model": {"name": str(student), "freeze_word_embeddings": True},
               "optim": {"lr": lr, "weight_decay": 0.01, "warmup_ratio": 0.1},
               "data": {"dir": str(args.data_dir), "files": {"train": str(slices.students[seed])},
-                       "max_length": plan.max_length, "batch_size": plan.batch_size, "eval_batch_size": 256},
+                       "max_length": plan.max_length, "batch_size": plan.batch_size, "eval_batch_size": 256,
+                       "eval_dev": "at_end"},
               "agora": {**agora, "e_size": plan.e_gen_rows + plan.e_sel_rows, "e_gen_size": plan.e_gen_rows},
               "trial": {"e_seed": seed, "extra_rows": str(egen) if egen else None},
               "trainer": _trainer(args, plan.epochs),
@@ -257,25 +259,37 @@ def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> rep
           f"{len(arms)} arms x {len(lrs)} lrs x {len(seeds)} seeds", flush=True)
     if any(needs_pool(a) for a in arms):
         embed_pool(student_recipe(plan, args, student, teacher, slices, "agora-nearest", lrs[0], 0, work))
-    egen_dir = work / "slices"
-    queue = []
-    for seed in seeds:
-        for lr in lrs:
-            for arm in arms:
-                if arm == "pool-kd":
-                    continue
-                egen = e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir, egen_dir) \
-                    if arm == "plain+egen" else None
-                recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, egen=egen)
-                queue.append({"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe,
-                              "dir": recipe["output"]["dir"]})
-    # as many fits in flight as workers, in seed order, a pool-kd fit next after its agora-nearest fit: a
-    # bench stopped early leaves whole seeds behind (a rerun reuses them)
+    # the lr of each arm: every lr of the grid on the first --lr-seeds seeds, chosen on their mean E_sel;
+    # the other seeds fit the chosen lr only
+    lr_seeds = [s for s in seeds if s < args.lr_seeds]
+    res.lr_seeds = len(lr_seeds)
+    run_fits(plan, args, card, student, teacher, slices, work, pool, res,
+             [(seed, lr, arm) for seed in lr_seeds for lr in lrs for arm in arms])
+    report.choose(res)
+    run_fits(plan, args, card, student, teacher, slices, work, pool, res,
+             [(seed, res.chosen[arm], arm) for seed in seeds if seed not in lr_seeds for arm in arms])
+    return res
+
+
+def run_fits(plan, args, card, student, teacher, slices, work: Path, pool: Pool, res: report.TaskResult,
+             wanted: list[tuple[int, float, str]]) -> None:
+    """Fit every (seed, lr, arm) of ``wanted`` into ``res.fits``: as many at a time as workers, in this
+    order, a pool-kd fit next after its agora-nearest fit (it gets as many teacher labels), so a bench
+    stopped early leaves whole seeds behind (a rerun reuses them). Once pool-kd's lr is chosen, it
+    follows the agora-nearest fit at that arm's own chosen lr: the fit it is compared with."""
+    def job(arm: str, lr: float, seed: int, **kw) -> dict:
+        recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, **kw)
+        return {"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe, "dir": recipe["output"]["dir"]}
+
+    queue = [job(arm, lr, seed, egen=e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir,
+                                                  work / "slices") if arm == "plain+egen" else None)
+             for seed, lr, arm in wanted if arm != "pool-kd"]
+    kd = {(seed, lr) for seed, lr, arm in wanted if arm == "pool-kd"}
     running: dict = {}
     while queue or running:
         while queue and len(running) < pool.workers:
-            job = queue.pop(0)
-            running[pool.submit(job)] = job
+            item = queue.pop(0)
+            running[pool.submit(item)] = item
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             running.pop(future)
@@ -283,13 +297,10 @@ def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> rep
             res.fits.append(fit)
             print(f"[{plan.name}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
                   f"dev {100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
-            if fit.arm == "agora-nearest" and "pool-kd" in arms:  # pool-kd: as many teacher labels as this fit
-                recipe = student_recipe(plan, args, student, teacher, slices, "pool-kd", fit.lr, fit.seed, work,
-                                        budget=fit.generated_labelled)
-                queue.insert(0, {"task": plan.name, "arm": "pool-kd", "lr": fit.lr, "seed": fit.seed,
-                                 "recipe": recipe, "dir": recipe["output"]["dir"]})
-    report.choose(res)
-    return res
+            if fit.arm == "agora-nearest":  # pool-kd: as many teacher labels as this fit
+                lr = res.chosen.get("pool-kd", fit.lr)
+                if (fit.seed, lr) in kd:
+                    queue.insert(0, job("pool-kd", lr, fit.seed, budget=fit.generated_labelled))
 
 
 def parse_args(argv=None):
@@ -300,6 +311,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", default=None, help="D,E_GEN,E_SEL,TEACHER rows (with --card; default 500,200,1000,rest)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 10; --quick 2)")
     p.add_argument("--lrs", default=None, help="the lr grid of every arm (default 1e-4,3e-4; --quick 1e-4)")
+    p.add_argument("--lr-seeds", type=int, default=3, help="seeds 0..N-1 fit every lr of the grid; each arm's "
+                   "lr is the best on their mean E_sel, and the other seeds fit it only (default 3)")
     p.add_argument("--arms", default=None, help=f"comma-separated (default {','.join(ARMS)}; CoLA: the control's)")
     p.add_argument("--quick", action="store_true", help="SST-2, 4 arms, 2 seeds, a small teacher: ~10 minutes")
     p.add_argument("--ceiling", action="store_true", help="also fit the student on all of train (data-limited?)")
@@ -320,6 +333,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(ROOT / "benches" / "results"))
     p.add_argument("--name", default=None, help="file stem of the outputs (default: quick or agora_vs_plain)")
     args = p.parse_args(argv)
+    if args.lr_seeds < 1:
+        p.error("--lr-seeds: at least 1 (the seeds that choose each arm's lr)")
     if not args.data_dir:
         p.error("set AGORA_DATA_DIR or --data-dir (the real benchmark files)")
     args.data_dir = Path(args.data_dir).resolve()
@@ -394,12 +409,14 @@ def write(results, args, out: Path, wall: float, argv) -> None:
           f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
           f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut to {args.student_layers} layers, word embeddings "
           f"frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
-          f"{seed_text}; lr grid {args.lrs} for every arm, chosen on E_sel. {settings}.\n\n"
+          f"{seed_text}; lr grid {args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their "
+          f"mean E_sel; the other seeds fit the chosen lr. Dev is scored once per fit, on its best epoch by E_sel. "
+          f"{settings}.\n\n"
           f"Dev = the official dev set, never used for a choice. Paired t-tests over seeds on dev, Holm-corrected "
           f"over every contrast below (fixed before the run); significant: Holm p < 0.05.\n\n"
           f"Code of the fits: {report.code_note(results)}.\n\n"
           f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"
-          f"## E_sel and dev per lr (mean over seeds)\n\n{report.lr_table(results)}\n\n![dev scores]({args.name}.png)\n")
+          f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results)}\n\n![dev scores]({args.name}.png)\n")
     (out / f"{args.name}.md").write_text(md, encoding="utf-8")
     report.plot(results, out / f"{args.name}.png")
     print("\n" + report.contrast_table(rows) + "\n\n" + report.task_table(results))

@@ -46,7 +46,8 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     bench = load_bench()
     out, work = tmp_path / "results", tmp_path / "work"
     card = _card(tmp_path, data_dir)
-    argv = ["--card", str(card), "--rows", "60,20,40,120", "--seeds", "2", "--lrs", "1e-3", "--epochs", "2",
+    argv = ["--card", str(card), "--rows", "60,20,40,120", "--seeds", "2", "--lrs", "1e-3,3e-3", "--lr-seeds", "1",
+            "--epochs", "2",
             "--student", str(tiny_bort), "--student-layers", "1", "--teacher", str(tiny_bort), "--workers", "1",
             "--precision", "32-true", "--cpu", "--data-dir", str(tmp_path / "mydata"), "--out", str(out),
             "--work", str(work), "--agora", "variants_per_mistake=2", "--name", "mine"]
@@ -55,10 +56,11 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
         (res,) = bench.main(argv)
         fits = {(f.arm, f.lr, f.seed): f for f in res.fits}
         walls = {k: f.wall_s for k, f in fits.items()}
-        # a fit stored before a setting existed (here: output.overwrite) and before fits recorded their commit
-        old = work / "runs/reviews/plain/lr0.001-s1/bench.json"
+        # a fit stored before a setting existed (here: output.overwrite), before fits recorded their commit
+        # and when dev was scored every epoch (data.eval_dev: every_epoch, its default)
+        old = work / f"runs/reviews/plain/lr{res.chosen['plain']:g}-s1/bench.json"
         stored = json.loads(old.read_text())
-        del stored["recipe"]["output"]["overwrite"], stored["code"]
+        del stored["recipe"]["output"]["overwrite"], stored["code"], stored["recipe"]["data"]["eval_dev"]
         old.write_text(json.dumps(stored))
         (again,) = bench.main(argv)  # a rerun reuses every finished fit and the teacher
     finally:
@@ -72,13 +74,21 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert len(s0) == len(s1) == 120 and set(s0) <= set(region) and set(s0) != set(s1)  # a draw per seed
     # D 60 rows, batch 8: every arm makes the same steps (an Agora epoch draws |D| rows); plain+egen trains on
     # D and E_gen's 20 rows, so its epochs are longer
-    assert len(res.fits) == 6 * 2 and {f.steps for f in res.fits if f.arm != "plain+egen"} == {2 * 8}
+    assert {f.steps for f in res.fits if f.arm != "plain+egen"} == {2 * 8}
     assert {f.steps for f in res.fits if f.arm == "plain+egen"} == {2 * 10}
-    for seed in (0, 1):
-        for lr in (1e-3,):
-            near, kd = fits[("agora-nearest", lr, seed)], fits[("pool-kd", lr, seed)]
-            assert kd.generated == near.generated_labelled  # pool-kd labels as many pool rows as agora-nearest
-            assert fits[("plain", lr, seed)].teacher_rows == 0 and fits[("plain+egen", lr, seed)].generated == 0
+    # seed 0 fits both lrs and chooses each arm's on its E_sel; seed 1 fits the chosen lr only
+    assert len(res.fits) == 6 * 2 + 6 and res.lr_seeds == 1
+    for arm in bench.ARMS:
+        assert res.chosen[arm] == max((1e-3, 3e-3), key=lambda lr: (fits[(arm, lr, 0)].e_sel, -lr))
+        assert [lr for (a, lr, seed) in fits if a == arm and seed == 1] == [res.chosen[arm]]
+    for lr in (1e-3, 3e-3):  # seed 0: pool-kd labels as many pool rows as agora-nearest at the same lr
+        assert fits[("pool-kd", lr, 0)].generated == fits[("agora-nearest", lr, 0)].generated_labelled
+        assert fits[("plain", lr, 0)].teacher_rows == 0 and fits[("plain+egen", lr, 0)].generated == 0
+    # seed 1: as many as the agora-nearest fit it is compared with
+    assert fits[("pool-kd", res.chosen["pool-kd"], 1)].generated == \
+        fits[("agora-nearest", res.chosen["agora-nearest"], 1)].generated_labelled
+    recipe = json.loads((work / "runs/reviews/plain/lr0.001-s0/bench.json").read_text())["recipe"]
+    assert recipe["data"]["eval_dev"] == "at_end"  # dev scored once, on the best epoch
     egen = json.loads((work / "runs/reviews/plain+egen/lr0.001-s0/bench.json").read_text())["recipe"]["trial"]
     assert len(Path(egen["extra_rows"]).read_text().splitlines()) == 20  # D + E_gen's 20 labelled rows
     assert {f.wall_s for f in again.fits} == set(walls.values())  # reused, not refitted

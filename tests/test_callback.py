@@ -306,3 +306,23 @@ def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tin
         assert all(len(r["inputs"]) == 4 and r["inputs"][1] == "" and len(r["teacher_probs"]) == 2 for r in rows)
         assert sum(report["epochs"][0]["label_balance"].values()) == report["epochs"][0]["kept"]
 
+
+
+def test_dev_scored_at_end_gives_the_same_fit(tmp_path, data_dir, tiny_bort, tiny_teacher):
+    """``data.eval_dev: at_end``: the epochs score E_sel and E_gen only, and the fit (best epoch, final
+    scores, Agora's generated rows) is the one that scores dev every epoch."""
+    runs = {}
+    for when in ("every_epoch", "at_end"):
+        run = tmp_path / when
+        _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, data={"eval_dev": when}, trial={"e_seed": 0},
+                     trainer={"max_epochs": 2}, output={"predict": False, "export": False}))
+        runs[when] = json.loads((run / "metrics.json").read_text())
+    every, at_end = runs["every_epoch"], runs["at_end"]
+    assert all("val/validation/accuracy" in e for e in every["epochs"])
+    assert not any("val/validation/accuracy" in e for e in at_end["epochs"])
+    assert all("val/e_sel/accuracy" in e and "val/e_gen/accuracy" in e for e in at_end["epochs"])
+    assert [e["val/e_sel/accuracy"] for e in at_end["epochs"]] == [e["val/e_sel/accuracy"] for e in every["epochs"]]
+    assert at_end["final"] == every["final"] and "validation/accuracy" in at_end["final"]
+    assert at_end["agora"]["generated"] == every["agora"]["generated"] > 0
+    assert (tmp_path / "at_end" / "predictions" / "validation.jsonl").read_text() == \
+        (tmp_path / "every_epoch" / "predictions" / "validation.jsonl").read_text()

@@ -217,8 +217,19 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader(rows.dataset(), self.cfg.data.batch_size, shuffle=True, extras=rows.columns,
                             num_samples=rows.epoch_size, weights=rows.sampler_weights)
 
+    @property
+    def epoch_eval_names(self) -> list[str]:
+        """The splits scored after each training epoch: all of :attr:`eval_names`, or with
+        ``data.eval_dev: at_end`` all but the dev splits that choose nothing (scored at the end)."""
+        if self.cfg.data.eval_dev == "every_epoch":
+            return list(self.eval_names)
+        later = set(self.card.eval_splits) - {self.evalset.select, self.evalset.gen}
+        return [s for s in self.eval_names if s not in later]
+
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.tokenized[s], self.cfg.data.eval_batch_size, False) for s in self.eval_names]
+        fitting = getattr(self, "trainer", None) is not None and self.trainer.state.fn == "fit"
+        names = self.epoch_eval_names if fitting else self.eval_names
+        return [self._loader(self.tokenized[s], self.cfg.data.eval_batch_size, False) for s in names]
 
     def predict_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.tokenized[s], self.cfg.data.eval_batch_size, False) for s in self.predict_names]

@@ -91,16 +91,19 @@ class AgoraModule(L.LightningModule):
         card: the task card (labels, format, metrics).
         cfg: the resolved recipe; saved inside every checkpoint.
         eval_names / predict_names: the dataloader order of validation and predict splits.
+        epoch_eval_names: the validation splits while fitting (default ``eval_names``; ``data.eval_dev:
+            at_end`` leaves the dev splits to the final validation).
         loss: the training loss (default :class:`HardLabelLoss`; Agora gives its distillation loss).
         select_name: the split whose main metric is ``val_score`` (picks the best checkpoint).
     """
 
     def __init__(self, model, card: TaskCard, cfg: RunConfig, eval_names=(), predict_names=(),
-                 loss: Loss | None = None, select_name: str | None = None):
+                 loss: Loss | None = None, select_name: str | None = None, epoch_eval_names=None):
         super().__init__()
         self.model, self.card, self.cfg = model, card, cfg
         self.loss = loss or HardLabelLoss(card.format == "regression")
         self.eval_names, self.predict_names = list(eval_names), list(predict_names)
+        self.epoch_eval_names = list(eval_names if epoch_eval_names is None else epoch_eval_names)
         self.history: list[dict] = []
         self.last_eval: dict[str, dict[str, np.ndarray]] = {}
         self.predictions: dict[str, dict[str, np.ndarray]] = {}
@@ -144,12 +147,17 @@ class AgoraModule(L.LightningModule):
                 out["meta"] = meta
         return out
 
+    @property
+    def _scored_names(self) -> list[str]:
+        """The validation splits of the running loop, in dataloader order."""
+        return self.epoch_eval_names if self.trainer.state.fn == "fit" else self.eval_names
+
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        self._collect(f"val:{self.eval_names[dataloader_idx]}", batch, self(batch))
+        self._collect(f"val:{self._scored_names[dataloader_idx]}", batch, self(batch))
 
     def on_validation_epoch_end(self) -> None:
         results: dict[str, float] = {}
-        for name in self.eval_names:
+        for name in self._scored_names:
             out = self._gathered(f"val:{name}")
             if not out:
                 continue

@@ -63,8 +63,10 @@ def run_dir(work: Path, task: str, arm: str, lr: float, seed: int) -> Path:
 
 
 def comparable(config: dict) -> dict:
-    """A resolved recipe without what may differ between two runs of the same fit (the worker's cache)."""
-    return {**config, "teacher": {**config["teacher"], "cache_dir": None}}
+    """A resolved recipe without what may differ between two runs of the same fit: the worker's cache,
+    and when dev is scored (``data.eval_dev`` gives the same fit and final scores either way: tested)."""
+    return {**config, "teacher": {**config["teacher"], "cache_dir": None},
+            "data": {**config["data"], "eval_dev": None}}
 
 
 def resolved(recipe: dict | None) -> dict | None:
@@ -126,7 +128,7 @@ def fit(job: dict) -> dict:
             "dev": result.scores[f"{card.select_split}/{card.main_metric}"], "dev_all": result.scores,
             "e_sel": result.main_score, "steps": int(metrics["epochs"][-1]["step"]),
             "teacher_rows": teacher_rows_labelled(report), "generated_labelled": teacher_labelled_generated(report),
-            "generated": report.get("generated", 0), "wall_s": round(wall, 1), "recipe": wanted,
+            "generated": report.get("generated", 0), "wall_s": round(wall, 1), "recipe": cfg.to_dict(),
             "code": code_version()}
         shutil.rmtree(directory / "checkpoints", ignore_errors=True)
         shutil.rmtree(directory / "logs", ignore_errors=True)

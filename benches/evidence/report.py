@@ -27,6 +27,13 @@ class TaskResult:
     pool_note: str
     control: bool = False
     chosen: dict[str, float] = dataclasses.field(default_factory=dict)
+    lr_seeds: int | None = None
+    """Seeds 0..lr_seeds-1 fit every lr and choose each arm's (None: every seed)."""
+
+    def lr_fits(self, arm: str, lr: float) -> list[Fit]:
+        """The fits that choose the arm's lr: every seed below ``lr_seeds``."""
+        return [f for f in self.fits if f.arm == arm and f.lr == lr
+                and (self.lr_seeds is None or f.seed < self.lr_seeds)]
 
     def at(self, arm: str) -> dict[int, Fit]:
         """seed -> the arm's fit at its chosen lr."""
@@ -39,11 +46,11 @@ def mean_std(values) -> tuple[float, float]:
 
 
 def choose(res: TaskResult) -> None:
-    """Each arm's lr: the best mean E_sel score over seeds (ties: the first lr of the grid). Never dev."""
+    """Each arm's lr: the best mean E_sel score over the lr seeds (ties: the first lr of the grid). Never dev."""
     for arm in res.arms:
         best = None
         for lr in res.lrs:
-            scores = [f.e_sel for f in res.fits if f.arm == arm and f.lr == lr]
+            scores = [f.e_sel for f in res.lr_fits(arm, lr)]
             if scores and (best is None or statistics.fmean(scores) > best[0]):
                 best = (statistics.fmean(scores), lr)
         if best is not None:
@@ -123,7 +130,7 @@ def lr_table(results: list[TaskResult]) -> str:
         for arm in res.arms:
             cells = []
             for lr in lrs:
-                fits = [f for f in res.fits if f.arm == arm and f.lr == lr]
+                fits = res.lr_fits(arm, lr)
                 if not fits:
                     cells.append("-")
                     continue
