@@ -7,8 +7,9 @@ far above a 500-row one). Per task and seed, the student's rows (D 500, E_gen 20
 a fresh draw (``evidence.plan``); every arm (``evidence.arms``) of a seed gets the same D, E_sel,
 unlabelled pool, epochs and optimiser steps, and its lr from the same grid, chosen on E_sel (never
 dev): the first ``--lr-seeds`` (3) seeds fit every lr, and the others fit the lr with the best mean
-E_sel over those. Each fit scores dev once, on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds with paired t-tests, Holm-corrected over the contrasts
-fixed before the run (``evidence.arms.CONTRASTS``), with 95% confidence intervals.
+E_sel over those. Each fit scores dev once, on its best epoch (``data.eval_dev: at_end``). Dev scores
+are compared over seeds with paired t-tests, Holm-corrected over the contrasts fixed before the run
+(``evidence.arms.CONTRASTS``), with 95% confidence intervals.
 
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --quick     # SST-2, 4 arms, 2 seeds: ~10 min
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py             # SST-2, STS-B, CoLA; 10 seeds
@@ -109,7 +110,8 @@ def train_teacher(plan: TaskPlan, args, work: Path, teacher_file: Path, n_rows: 
         recipe = {"task": plan.task, "seed": 0, "model": {"name": args.teacher},
                   "optim": {"lr": plan.teacher_lr, "weight_decay": 0.01, "warmup_ratio": 0.1},
                   "data": {"dir": str(args.data_dir), "files": {"train": str(teacher_file)},
-                           "max_length": plan.max_length, "batch_size": 32, "eval_dev": "at_end", "eval_batch_size": 256},
+                           "max_length": plan.max_length, "batch_size": 32, "eval_batch_size": 256,
+                           "eval_dev": "at_end"},
                   "agora": {"enabled": False, "e_size": max(2, min(400, n_rows // 5))}, "trial": {"e_seed": 0},
                   "trainer": _trainer(args, plan.teacher_epochs),
                   "output": {"dir": str(directory), "predict": False, "save_checkpoints": False}}
@@ -146,8 +148,8 @@ def ceiling(plan: TaskPlan, args, work: Path, student: Path, card, train_rows: i
         shutil.rmtree(directory, ignore_errors=True)
         recipe = {"task": plan.task, "seed": 0, "model": {"name": str(student), "freeze_word_embeddings": True},
                   "optim": {"lr": 1e-4, "weight_decay": 0.01, "warmup_ratio": 0.1},
-                  "data": {"dir": str(args.data_dir), "max_length": plan.max_length, "batch_size": 32, "eval_dev": "at_end",
-                           "eval_batch_size": 256},
+                  "data": {"dir": str(args.data_dir), "max_length": plan.max_length, "batch_size": 32,
+                           "eval_batch_size": 256, "eval_dev": "at_end"},
                   "agora": {"enabled": False, "e_size": 1000}, "trial": {"e_seed": 0},
                   "trainer": _trainer(args, epochs), "output": {"dir": str(directory), "predict": False,
                                                                 "save_checkpoints": False, "export": False}}

@@ -307,7 +307,6 @@ def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tin
         assert sum(report["epochs"][0]["label_balance"].values()) == report["epochs"][0]["kept"]
 
 
-
 def test_dev_scored_at_end_gives_the_same_fit(tmp_path, data_dir, tiny_bort, tiny_teacher):
     """``data.eval_dev: at_end``: the epochs score E_sel and E_gen only, and the fit (best epoch, final
     scores, Agora's generated rows) is the one that scores dev every epoch."""
