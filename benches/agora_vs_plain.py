@@ -1,9 +1,9 @@
 """Agora against its baselines, under AGORA.md's evaluation protocol (second version).
 
 Teacher S: all-MiniLM-L6-v2 fine-tuned by this framework (Agora off) on a slice of train (SST-2:
-20,000 rows); its epoch is chosen on its own E_sel. Student f0: MiniLM's first ``--student-layers``
-(2) layers with a fresh head (``--ceiling`` checks that it is data-limited: a full-data fit scores
-far above a 500-row one). Per task and seed, the student's rows (D 500, E_gen 200, E_sel 1,000) are
+40,000 rows); its epoch is chosen on its own E_sel. Student f0: MiniLM's first layers (2, or the
+task plan's ``student_layers``; ``--student-layers`` overrides both) with a fresh head (``--ceiling``
+checks that it is data-limited: a full-data fit scores far above a 500-row one). Per task and seed, the student's rows (D 500, E_gen 200, E_sel 1,000) are
 a fresh draw (``evidence.plan``); every arm (``evidence.arms``) of a seed gets the same D, E_sel,
 unlabelled pool, epochs and optimiser steps, and its lr from the same grid, chosen on E_sel (never
 dev): the first ``--lr-seeds`` (3) seeds fit every lr, and the others fit the lr with the best mean
@@ -45,6 +45,7 @@ from evidence.plan import (
     DEFAULT_TASKS,
     PLANS,
     QUICK,
+    STUDENT_LAYERS,
     TaskPlan,
     slice_task,
 )
@@ -143,7 +144,7 @@ def ceiling(plan: TaskPlan, args, work: Path, student: Path, card, train_rows: i
     from agora.trainer import AgoraTrainer
 
     epochs = ceiling_epochs(train_rows)
-    directory = work / "ceiling" / f"{plan.name}-ep{epochs}"
+    directory = work / "ceiling" / f"{plan.name}-L{plan.student_layers}-ep{epochs}"
     if not (directory / "metrics.json").exists():
         shutil.rmtree(directory, ignore_errors=True)
         recipe = {"task": plan.task, "seed": 0, "model": {"name": str(student), "freeze_word_embeddings": True},
@@ -153,7 +154,8 @@ def ceiling(plan: TaskPlan, args, work: Path, student: Path, card, train_rows: i
                   "agora": {"enabled": False, "e_size": 1000}, "trial": {"e_seed": 0},
                   "trainer": _trainer(args, epochs), "output": {"dir": str(directory), "predict": False,
                                                                 "save_checkpoints": False, "export": False}}
-        print(f"[{plan.name}] the student's full-data ceiling ({epochs} epochs) ...", flush=True)
+        print(f"[{plan.name}] the {plan.student_layers}-layer student's full-data ceiling ({epochs} epochs) ...",
+              flush=True)
         AgoraTrainer(validate_recipe(recipe, source="benches/agora_vs_plain.py (ceiling)")).fit()
     return json.loads((directory / "metrics.json").read_text())["final"], epochs
 
@@ -193,7 +195,7 @@ def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, l
               "agora": {**agora, "e_size": plan.e_gen_rows + plan.e_sel_rows, "e_gen_size": plan.e_gen_rows},
               "trial": {"e_seed": seed, "extra_rows": str(egen) if egen else None},
               "trainer": _trainer(args, plan.epochs),
-              "output": {"dir": str(run_dir(work, plan.name, arm, lr, seed)), "predict": False,
+              "output": {"dir": str(run_dir(work, plan.name, arm, lr, seed, plan.student_layers)), "predict": False,
                          "save_checkpoints": False, "export": False}}
     if needs_pool(arm):
         recipe["data"]["unlabelled"] = str(slices.pool(plan))
@@ -231,9 +233,10 @@ def majority(card, student_file: Path, data_dir: Path) -> dict | None:
     return compute_metrics(list(card.metrics), [label] * len(dev), list(dev["label"]))
 
 
-def run_task(plan: TaskPlan, args, work: Path, student: Path, pool: Pool) -> report.TaskResult:
+def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
     from agora.data.cards import load_task
 
+    student = build_student(args.student, plan.student_layers, work)
     card = load_task(plan.task)
     seeds = list(range(plan.seeds or args.seeds))
     slices = slice_task(plan, card, args.data_dir, work, seeds)
@@ -319,7 +322,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="SST-2, 4 arms, 2 seeds, a small teacher: ~10 minutes")
     p.add_argument("--ceiling", action="store_true", help="also fit the student on all of train (data-limited?)")
     p.add_argument("--student", default=MINILM)
-    p.add_argument("--student-layers", type=int, default=2)
+    p.add_argument("--student-layers", type=int, default=None, help=f"the student's layers on every task "
+                   f"(default: the task plan's, else {STUDENT_LAYERS})")
     p.add_argument("--teacher", default=MINILM, help="pre-trained encoder the teacher is fine-tuned from")
     p.add_argument("--teacher-checkpoint", default=None, help="a trained teacher (skips training one)")
     p.add_argument("--agora", action="append", metavar="KEY=VALUE", help="an agora: setting of the Agora arms")
@@ -355,7 +359,8 @@ def plans(args) -> list[TaskPlan]:
             raise SystemExit("--rows: D,E_GEN,E_SEL,TEACHER (four numbers; TEACHER may be 'rest')")
         plan = TaskPlan(str(Path(args.card).resolve()), d_rows=rows[0], e_gen_rows=rows[1], e_sel_rows=rows[2],
                         teacher_rows=rows[3], pool="rest" if rows[3] else "train", max_length=128, teacher_lr=1e-4)
-        return [TaskPlan(**{**plan.__dict__, **({"epochs": args.epochs} if args.epochs else {})})]
+        return [TaskPlan(**{**plan.__dict__, **({"epochs": args.epochs} if args.epochs else {}),
+                            "student_layers": args.student_layers or STUDENT_LAYERS})]
     out = []
     for item in (args.tasks or ("sst2" if args.quick else ",".join(DEFAULT_TASKS))).split(","):
         task, _, n = item.partition(":")
@@ -365,7 +370,8 @@ def plans(args) -> list[TaskPlan]:
             raise SystemExit(f"--tasks {item}: TASK:N takes a number of seeds, at least 2")
         base = QUICK if args.quick and task == QUICK.task else PLANS[task]
         out.append(TaskPlan(**{**base.__dict__, **({"epochs": args.epochs} if args.epochs else {}),
-                               **({"seeds": int(n)} if n else {})}))
+                               **({"seeds": int(n)} if n else {}),
+                               "student_layers": args.student_layers or base.student_layers or STUDENT_LAYERS}))
     return out
 
 
@@ -377,11 +383,10 @@ def main(argv=None) -> list[report.TaskResult]:
     out.mkdir(parents=True, exist_ok=True)
     work = (Path(args.work) if args.work else out / ".work").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    student = build_student(args.student, args.student_layers, work)
     start = time.perf_counter()
     pool = Pool(args.workers, args.threads)
     try:
-        results = [run_task(plan, args, work, student, pool) for plan in plans(args)]
+        results = [run_task(plan, args, work, pool) for plan in plans(args)]
     finally:
         pool.close()
     wall = time.perf_counter() - start
@@ -398,7 +403,7 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     reused = sum(f.reused for r in results for f in r.fits)
     precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
     settings = "; ".join(
-        f"{r.task}: D {p.d_rows}, E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
+        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
         f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
         f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
         + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
@@ -409,8 +414,8 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     md = (f"# Agora against its baselines ({args.name})\n\n"
           f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
           f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
-          f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut to {args.student_layers} layers, word embeddings "
-          f"frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
+          f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut to its first layers (per task below), word "
+          f"embeddings frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
           f"{seed_text}; lr grid {args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their "
           f"mean E_sel; the other seeds fit the chosen lr. Dev is scored once per fit, on its best epoch by E_sel. "
           f"{settings}.\n\n"

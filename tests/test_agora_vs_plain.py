@@ -58,7 +58,7 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
         walls = {k: f.wall_s for k, f in fits.items()}
         # a fit stored before a setting existed (here: output.overwrite), before fits recorded their commit
         # and when dev was scored every epoch (data.eval_dev: every_epoch, its default)
-        old = work / f"runs/reviews/plain/lr{res.chosen['plain']:g}-s1/bench.json"
+        old = work / f"runs/reviews/plain/lr{res.chosen['plain']:g}-s1-L1/bench.json"
         stored = json.loads(old.read_text())
         del stored["recipe"]["output"]["overwrite"], stored["code"], stored["recipe"]["data"]["eval_dev"]
         old.write_text(json.dumps(stored))
@@ -87,9 +87,9 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     # seed 1: as many as the agora-nearest fit it is compared with
     assert fits[("pool-kd", res.chosen["pool-kd"], 1)].generated == \
         fits[("agora-nearest", res.chosen["agora-nearest"], 1)].generated_labelled
-    recipe = json.loads((work / "runs/reviews/plain/lr0.001-s0/bench.json").read_text())["recipe"]
+    recipe = json.loads((work / "runs/reviews/plain/lr0.001-s0-L1/bench.json").read_text())["recipe"]
     assert recipe["data"]["eval_dev"] == "at_end"  # dev scored once, on the best epoch
-    egen = json.loads((work / "runs/reviews/plain+egen/lr0.001-s0/bench.json").read_text())["recipe"]["trial"]
+    egen = json.loads((work / "runs/reviews/plain+egen/lr0.001-s0-L1/bench.json").read_text())["recipe"]["trial"]
     assert len(Path(egen["extra_rows"]).read_text().splitlines()) == 20  # D + E_gen's 20 labelled rows
     assert {f.wall_s for f in again.fits} == set(walls.values())  # reused, not refitted
     codes = {(f.arm, f.seed): f.code for f in again.fits}
@@ -100,6 +100,7 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     md = (out / "mine.md").read_text()
     for name in ("Agora vs plain", "Agora-nearest vs pool-kd (equal teacher labels)", "Agora-EDA vs TinyBERT-style"):
         assert f"reviews: {name}" in md
+    assert "reviews: student 1 layer, D 60, E_gen 20" in md
     assert "Code of the fits: reviews: " in md and "unrecorded (1 fits)" in md
     assert "p (Holm)" in md and "pool: the student region, disjoint from the teacher's slice" in md
     assert (out / "mine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,6 +124,26 @@ def test_tasks_take_their_own_number_of_seeds(tmp_path):
     plans = bench.plans(args)
     assert [(p.name, p.seeds or args.seeds) for p in plans] == [("sst2", 10), ("mrpc", 3)]
     assert plans[1].key() == bench.PLANS["mrpc"].key()  # the seeds do not change the slices' files
+    assert [p.student_layers for p in plans] == [2, bench.PLANS["mrpc"].student_layers or 2]
+
+
+def test_a_task_plan_names_its_student_size(tmp_path):
+    bench = load_bench()
+    from evidence.fits import run_dir
+
+    base = ["--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    mine = bench.TaskPlan("stsb", student_layers=4)
+    bench.PLANS["mine"] = mine
+    try:
+        assert [p.student_layers for p in bench.plans(bench.parse_args(["--tasks", "sst2,mine", *base]))] == [2, 4]
+        # --student-layers overrides every plan's
+        assert {p.student_layers for p in bench.plans(bench.parse_args(["--tasks", "sst2,mine", "--student-layers",
+                                                                         "6", *base]))} == {6}
+    finally:
+        del bench.PLANS["mine"]
+    # a student of another size than the default's never shares a run dir with the default's
+    assert run_dir(tmp_path, "stsb", "plain", 1e-4, 3).name == "lr0.0001-s3"
+    assert run_dir(tmp_path, "stsb", "plain", 1e-4, 3, 4).name == "lr0.0001-s3-L4"
     for bad in ("mrpc:1", "mrpc:x"):
         with pytest.raises(SystemExit, match="TASK:N"):
             bench.plans(bench.parse_args(["--tasks", bad, "--data-dir", str(tmp_path), "--out", str(tmp_path)]))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from evidence.arms import teacher_labelled_generated, teacher_rows_labelled
+from evidence.plan import STUDENT_LAYERS
 
 
 @dataclasses.dataclass
@@ -58,8 +59,9 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def run_dir(work: Path, task: str, arm: str, lr: float, seed: int) -> Path:
-    return work / "runs" / task / arm / f"lr{lr:g}-s{seed}"
+def run_dir(work: Path, task: str, arm: str, lr: float, seed: int, layers: int = STUDENT_LAYERS) -> Path:
+    """A fit's directory; a student of another size than the default's gets its own (``-L4``)."""
+    return work / "runs" / task / arm / (f"lr{lr:g}-s{seed}" + (f"-L{layers}" if layers != STUDENT_LAYERS else ""))
 
 
 def comparable(config: dict) -> dict:
