@@ -3,13 +3,14 @@
 Teacher S: all-MiniLM-L6-v2 fine-tuned by this framework (Agora off) on a slice of train (SST-2:
 40,000 rows); its epoch is chosen on its own E_sel. Student f0: MiniLM's first layers (2, or the
 task plan's ``student_layers``; ``--student-layers`` overrides both) with a fresh head (``--ceiling``
-checks that it is data-limited: a full-data fit scores far above a 500-row one). Per task and seed, the student's rows (D 500, E_gen 200, E_sel 1,000) are
-a fresh draw (``evidence.plan``); every arm (``evidence.arms``) of a seed gets the same D, E_sel,
-unlabelled pool, epochs and optimiser steps, and its lr from the same grid, chosen on E_sel (never
-dev): the first ``--lr-seeds`` (3) seeds fit every lr, and the others fit the lr with the best mean
-E_sel over those. Each fit scores dev once, on its best epoch (``data.eval_dev: at_end``). Dev scores
-are compared over seeds with paired t-tests, Holm-corrected over the contrasts fixed before the run
-(``evidence.arms.CONTRASTS``), with 95% confidence intervals.
+checks that it is data-limited: a full-data fit scores far above a 500-row one). Per task and seed,
+the student's rows (D 500, E_gen 200, E_sel 1,000) are a fresh draw (``evidence.plan``); every arm
+(``evidence.arms``) of a seed gets the same D, E_sel, unlabelled pool, epochs and optimiser steps,
+and its lr from the same grid, chosen on E_sel (never dev): the first ``--lr-seeds`` (3) seeds fit
+every lr, and the others fit the lr with the best mean E_sel over those. Each fit scores dev once,
+on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds with paired
+t-tests, Holm-corrected over the contrasts fixed before the run (``evidence.arms.CONTRASTS``), with
+95% confidence intervals.
 
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --quick     # SST-2, 4 arms, 2 seeds: ~10 min
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py             # SST-2, STS-B, CoLA; 10 seeds
@@ -403,7 +404,8 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     reused = sum(f.reused for r in results for f in r.fits)
     precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
     settings = "; ".join(
-        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
+        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, "
+        f"E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
         f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
         f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
         + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
@@ -414,8 +416,8 @@ def write(results, args, out: Path, wall: float, argv) -> None:
     md = (f"# Agora against its baselines ({args.name})\n\n"
           f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
           f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
-          f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut to its first layers (per task below), word "
-          f"embeddings frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
+          f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
+          f"to its first layers (per task below), word embeddings frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
           f"{seed_text}; lr grid {args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their "
           f"mean E_sel; the other seeds fit the chosen lr. Dev is scored once per fit, on its best epoch by E_sel. "
           f"{settings}.\n\n"
