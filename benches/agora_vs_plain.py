@@ -25,6 +25,7 @@ rerun. Writes ``<out>/<name>.md`` and ``<out>/<name>.png`` and prints the tables
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -353,6 +354,12 @@ def parse_args(argv=None):
     return args
 
 
+def _for_run(base: TaskPlan, args, **changes) -> TaskPlan:
+    """A plan as this run uses it: ``--epochs`` and ``--student-layers`` over the plan's own settings."""
+    return dataclasses.replace(base, **({"epochs": args.epochs} if args.epochs else {}), **changes,
+                               student_layers=args.student_layers or base.student_layers or STUDENT_LAYERS)
+
+
 def plans(args) -> list[TaskPlan]:
     if args.card:
         rows = [None if x in ("", "rest") else int(x) for x in (args.rows or "500,200,1000,rest").split(",")]
@@ -360,8 +367,7 @@ def plans(args) -> list[TaskPlan]:
             raise SystemExit("--rows: D,E_GEN,E_SEL,TEACHER (four numbers; TEACHER may be 'rest')")
         plan = TaskPlan(str(Path(args.card).resolve()), d_rows=rows[0], e_gen_rows=rows[1], e_sel_rows=rows[2],
                         teacher_rows=rows[3], pool="rest" if rows[3] else "train", max_length=128, teacher_lr=1e-4)
-        return [TaskPlan(**{**plan.__dict__, **({"epochs": args.epochs} if args.epochs else {}),
-                            "student_layers": args.student_layers or STUDENT_LAYERS})]
+        return [_for_run(plan, args)]
     out = []
     for item in (args.tasks or ("sst2" if args.quick else ",".join(DEFAULT_TASKS))).split(","):
         task, _, n = item.partition(":")
@@ -370,9 +376,7 @@ def plans(args) -> list[TaskPlan]:
         if n and not (n.isdigit() and int(n) >= 2):
             raise SystemExit(f"--tasks {item}: TASK:N takes a number of seeds, at least 2")
         base = QUICK if args.quick and task == QUICK.task else PLANS[task]
-        out.append(TaskPlan(**{**base.__dict__, **({"epochs": args.epochs} if args.epochs else {}),
-                               **({"seeds": int(n)} if n else {}),
-                               "student_layers": args.student_layers or base.student_layers or STUDENT_LAYERS}))
+        out.append(_for_run(base, args, **({"seeds": int(n)} if n else {})))
     return out
 
 

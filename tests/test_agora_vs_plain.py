@@ -125,6 +125,9 @@ def test_tasks_take_their_own_number_of_seeds(tmp_path):
     assert [(p.name, p.seeds or args.seeds) for p in plans] == [("sst2", 10), ("mrpc", 3)]
     assert plans[1].key() == bench.PLANS["mrpc"].key()  # the seeds do not change the slices' files
     assert [p.student_layers for p in plans] == [2, bench.PLANS["mrpc"].student_layers or 2]
+    for bad in ("mrpc:1", "mrpc:x"):
+        with pytest.raises(SystemExit, match="TASK:N"):
+            bench.plans(bench.parse_args(["--tasks", bad, "--data-dir", str(tmp_path), "--out", str(tmp_path)]))
 
 
 def test_a_task_plan_names_its_student_size(tmp_path):
@@ -144,9 +147,6 @@ def test_a_task_plan_names_its_student_size(tmp_path):
     # a student of another size than the default's never shares a run dir with the default's
     assert run_dir(tmp_path, "stsb", "plain", 1e-4, 3).name == "lr0.0001-s3"
     assert run_dir(tmp_path, "stsb", "plain", 1e-4, 3, 4).name == "lr0.0001-s3-L4"
-    for bad in ("mrpc:1", "mrpc:x"):
-        with pytest.raises(SystemExit, match="TASK:N"):
-            bench.plans(bench.parse_args(["--tasks", bad, "--data-dir", str(tmp_path), "--out", str(tmp_path)]))
 
 
 def test_the_ceiling_trains_to_enough_steps():
