@@ -78,7 +78,7 @@ def recipe(args, work: Path, student: Path, teacher: Path, agora: bool, train_ro
     }
     if agora:
         out["agora"] = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes",
-                        "variants_per_mistake": 4, "alpha": 0.5, "temperature": 2.0, "gamma": 1.0, "rho": 0.5}
+                        "variants_per_source": 4, "alpha": 0.5, "temperature": 2.0, "gamma": 1.0, "rho": 0.5}
         out["teacher"] = {"path": str(teacher), "cache_dir": str(work / "teacher-cache")}
     return out
 
@@ -143,7 +143,7 @@ def search_main(args, work: Path, student: Path, teacher: Path) -> None:
     print(f"\nRTE, {args.shape} student and teacher, 2-round search over 4 θs ({fits['plain']} fits each), "
           f"{args.epochs} epochs per fit, cold teacher cache, {torch.get_num_threads()} threads")
     print(f"plain search: wall {times['plain']:7.1f} s")
-    print(f"Agora search: wall {times['agora']:7.1f} s ({states['agora']['teacher_calls']} teacher forward passes "
+    print(f"Agora search: wall {times['agora']:7.1f} s ({states['agora']['teacher_forward_calls']} teacher forward passes "
           f"growing D between rounds; {states['agora']['d_rows']} rows added)")
     extra = times["agora"] - times["plain"]
     print(f"Agora's extra time: {extra:.1f} s, of which:")

@@ -19,7 +19,7 @@ def _run(tmp_path, data_dir, tiny_bort, tiny_teacher, name, devices):
         tiny_bort, data_dir, run,
         model={"dropout": 0.0}, optim={"lr": 1e-9},
         data={"max_train_samples": 96, "batch_size": 16, "max_eval_samples": 32, "eval_batch_size": 4},
-        agora={"enabled": True, "expand_from": "mistakes", "variants_per_mistake": 3, "gamma": 1.0, "rho": 0.4},
+        agora={"enabled": True, "expand_from": "mistakes", "variants_per_source": 3, "gamma": 1.0, "rho": 0.4},
         teacher={"path": str(tiny_teacher), "cache_dir": str(tmp_path / f"cache-{name}")},
         trainer={"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto", "max_epochs": 2},
         output={"predict": False, "export": False},

@@ -50,7 +50,7 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
             "--epochs", "2",
             "--student", str(tiny_bort), "--student-layers", "1", "--teacher", str(tiny_bort), "--workers", "1",
             "--precision", "32-true", "--cpu", "--data-dir", str(tmp_path / "mydata"), "--out", str(out),
-            "--work", str(work), "--agora", "variants_per_mistake=2", "--name", "mine"]
+            "--work", str(work), "--agora", "variants_per_source=2", "--name", "mine"]
     threads = torch.get_num_threads()
     try:
         (res,) = bench.main(argv)

@@ -20,7 +20,7 @@ from agora.method.teacher import ModelNotFoundError
 from agora.trainer import AgoraTrainer
 from conftest import tiny_recipe
 
-AGORA = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_mistake": 4,
+AGORA = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_source": 4,
          "alpha": 0.5, "temperature": 2.0, "gamma": 1.0, "rho": 0.3}
 
 
@@ -73,7 +73,7 @@ def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, 
     assert all(r["label"] in ("entailment", "not_entailment") and abs(sum(r["teacher_probs"]) - 1) < 1e-4 for r in rows)
     # the teacher: D scored at the start (distillation), each distinct input once
     teacher = report["teacher"]
-    assert teacher["train_rows_scored"] == teacher["forward_calls"] == 103  # 128 rows minus E's 25
+    assert teacher["train_rows_scored"] == teacher["teacher_forward_calls"] == 103  # 128 rows minus E's 25
     assert report["teacher_forward_calls"] == 103 + sum(e["scored"] for e in epochs[:2])
     assert report["teacher_cache_hits"] == 0
     # reweighting: mean 1 over D + generated rows, generated rows hold at most rho of the total
@@ -82,7 +82,7 @@ def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, 
     assert w["generated_share"] <= AGORA["rho"] + 1e-9 and w["max"] > w["min"]
     # logged through Lightning's logger
     header = (run / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"agora/mistakes", "agora/kept", "agora/teacher_calls", "agora/weights_max", "agora/agreement"} <= set(header)
+    assert {"agora/mistakes", "agora/kept", "agora/teacher_forward_calls", "agora/weights_max", "agora/agreement"} <= set(header)
 
     # a second run with the same teacher cache: zero teacher calls, the same generated rows
     again = tmp_path / "again"
@@ -95,7 +95,7 @@ def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, 
 
 def test_expand_all_sampler_mode_confidence_filter_and_balance(tmp_path, data_dir, tiny_bort, tiny_teacher):
     run = tmp_path / "run"
-    agora = {"expand_from": "all", "variants_per_mistake": 2, "min_teacher_confidence": 0.54,
+    agora = {"expand_from": "all", "variants_per_source": 2, "min_teacher_confidence": 0.54,
              "balance_generated": True, "reweight_mode": "sampler", "reweight_by": "error", "alpha": 0.0,
              "generated_targets": "hard", "rho": 0.5}
     _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, agora, trainer={"max_epochs": 2}))
@@ -110,7 +110,7 @@ def test_expand_all_sampler_mode_confidence_filter_and_balance(tmp_path, data_di
 
 def test_require_agreement_keeps_only_rows_the_teacher_labels_as_their_source(tmp_path, data_dir, tiny_bort, tiny_teacher):
     run = tmp_path / "run"
-    agora = {"expand_from": "all", "variants_per_mistake": 2, "require_agreement": True, "balance_generated": False}
+    agora = {"expand_from": "all", "variants_per_source": 2, "require_agreement": True, "balance_generated": False}
     _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, agora, trainer={"max_epochs": 2}))
     first = _agora(run)["epochs"][0]
     assert first["rejected"]["disagree"] > 0 and first["kept"] > 0  # a random teacher disagrees with some
@@ -234,11 +234,11 @@ def _training_set(d_idx, names=("entailment", "not_entailment")):
 def test_training_set_and_callback_state_round_trip(tmp_path, data_dir, tiny_bort, tiny_teacher):
     from agora.data.cards import load_task
     from agora.method.callback import AgoraCallback
-    from agora.method.expand import Expansion
+    from agora.method.generated import Expansion
 
     a = _training_set([5, 1, 3])
     a.add(Expansion([("a b", "c"), ("d", "e f")], np.array([3, 1]), np.array([[0.9, 0.1], [0.2, 0.8]], np.float32),
-                    np.array([0, 1]), {}), epoch=0)
+                    np.array([0, 1])), epoch=0)
     a.weights = np.array([1.0, 0.5, 1.5, 1.0, 1.0])
     path = tmp_path / "state.pt"
     torch.save(a.state_dict(), path)
@@ -250,7 +250,7 @@ def test_training_set_and_callback_state_round_trip(tmp_path, data_dir, tiny_bor
     cols = b.columns  # what the loader serves with each row
     assert cols["is_generated"].tolist() == [False] * 3 + [True] * 2 and cols["weight"].tolist() == [1, 0.5, 1.5, 1, 1]
     assert np.isnan(cols["teacher_probs"][:3]).all() and cols["teacher_probs"][3].tolist() == pytest.approx([0.9, 0.1])
-    assert [r["label"] for r in b.generated_rows()] == ["entailment", "not_entailment"]
+    assert [r.label for r in b.generated_rows()] == ["entailment", "not_entailment"]
     # the callback's own state (epochs done, the per-epoch report) round-trips beside it
     cfg = validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher))
     cb = AgoraCallback(cfg, load_task("rte"))
@@ -263,7 +263,7 @@ def test_training_set_and_callback_state_round_trip(tmp_path, data_dir, tiny_bor
 
 def test_generated_rows_never_take_the_idx_of_a_row_of_d():
     """D may hold rows generated in an earlier round (idx >= GENERATED_IDX_BASE): new rows go after them."""
-    from agora.method.training_set import GENERATED_IDX_BASE, generated_base
+    from agora.method.generated import GENERATED_IDX_BASE, generated_base
 
     assert generated_base(np.array([4, 0, 7])) == GENERATED_IDX_BASE
     rows = _training_set([9, 2, GENERATED_IDX_BASE + 1, GENERATED_IDX_BASE])  # two rows of a previous round
@@ -292,7 +292,7 @@ def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tin
                          data={"max_train_samples": 64, "max_eval_samples": 32,
                                # COPA's full train set is not in the data dir: train on its 100 dev rows
                                "files": {"train": "superglue/COPA/val.jsonl"} if task == "copa" else {}},
-                         agora={**AGORA, "expand_from": "all", "variants_per_mistake": 2},
+                         agora={**AGORA, "expand_from": "all", "variants_per_source": 2},
                          teacher={"path": str(teacher), "cache_dir": str(tmp_path / "cache")},
                          trainer={"max_epochs": 2}, output={"predict": False, "export": False})
     _fit(recipe)

@@ -33,7 +33,7 @@ class FakeTeacher:
 
 def _expand(**kw):
     teacher = kw.pop("teacher", FakeTeacher())
-    args = dict(generator="eda", n_per_source=4, seed=0, key=1, label_names=NAMES)
+    args = dict(generator="eda", variants_per_source=4, seed=0, key=1, label_names=NAMES)
     args.update(kw)
     return expand(SOURCES, [10, 11, 12, 13], [0, 1, 0, 1], teacher, **args), teacher
 
@@ -62,43 +62,43 @@ def test_expand_is_deterministic_and_keys_change_variants():
 def test_expand_counts_every_variant_once_and_scores_each_once():
     out, teacher = _expand(seen={SOURCES[0]})
     s = out.stats
-    assert s["sources"] == 4 and s["variants"] == 16 and s["scored"] == len(teacher.scored) == 16
+    assert s.sources == 4 and s.variants == 16 and s.scored == len(teacher.scored) == 16
     assert len(set(teacher.scored)) == len(teacher.scored)  # distinct inputs only
-    assert s["kept"] == len(out.variants) == 16 and sum(s["label_balance"].values()) == 16
+    assert s.kept == len(out.variants) == 16 and sum(s.label_balance.values()) == 16
     assert out.labels.tolist() == out.probs.argmax(-1).tolist()
     gold = {10: 0, 11: 1, 12: 0, 13: 1}
     agree = np.mean([label == gold[src] for label, src in zip(out.labels, out.source_ids)])
-    assert s["agreement"] == pytest.approx(agree) and s["agreement_kept"] == pytest.approx(agree)
+    assert s.agreement == pytest.approx(agree) and s.agreement_kept == pytest.approx(agree)
 
 
 def test_seen_inputs_are_dropped_before_the_teacher():
     first, _ = _expand()
     again, teacher = _expand(seen=set(first.variants[:5]))
-    assert again.stats["rejected"]["seen"] == 5 and len(teacher.scored) == 11
+    assert again.stats.rejected["seen"] == 5 and len(teacher.scored) == 11
     assert not set(again.variants) & set(first.variants[:5])
 
 
 def test_confidence_filter_and_balance():
     out, _ = _expand(min_confidence=0.75)
-    assert out.stats["rejected"]["confidence"] > 0 and (out.probs.max(-1) >= 0.75).all()
-    assert out.stats["kept"] + out.stats["rejected"]["confidence"] == out.stats["scored"]
+    assert out.stats.rejected["confidence"] > 0 and (out.probs.max(-1) >= 0.75).all()
+    assert out.stats.kept + out.stats.rejected["confidence"] == out.stats.scored
     balanced, _ = _expand(class_prior=np.array([0.5, 0.5]))
-    counts = balanced.stats["label_balance"]
+    counts = balanced.stats.label_balance
     assert abs(counts["entailment"] - counts["not_entailment"]) <= 1
-    assert balanced.stats["kept"] + balanced.stats["rejected"]["balance"] == balanced.stats["scored"]
+    assert balanced.stats.kept + balanced.stats.rejected["balance"] == balanced.stats.scored
 
 
 def test_require_agreement_drops_the_teachers_disagreements():
     plain, _ = _expand()
     gold = {10: 0, 11: 1, 12: 0, 13: 1}
     disagree = sum(label != gold[src] for label, src in zip(plain.labels, plain.source_ids))
-    assert 0 < disagree < plain.stats["kept"]  # the fake teacher disagrees with some sources, not all
+    assert 0 < disagree < plain.stats.kept  # the fake teacher disagrees with some sources, not all
     out, _ = _expand(require_agreement=True)
-    assert out.stats["rejected"]["disagree"] == disagree and out.stats["kept"] == plain.stats["kept"] - disagree
+    assert out.stats.rejected["disagree"] == disagree and out.stats.kept == plain.stats.kept - disagree
     assert all(label == gold[src] for label, src in zip(out.labels, out.source_ids))
-    assert out.stats["agreement_kept"] == 1.0 and out.stats["agreement"] == plain.stats["agreement"]
+    assert out.stats.agreement_kept == 1.0 and out.stats.agreement == plain.stats.agreement
     both, _ = _expand(require_agreement=True, min_confidence=0.75)  # counted once, under the first filter
-    assert both.stats["kept"] + both.stats["rejected"]["confidence"] + both.stats["rejected"]["disagree"] == both.stats["scored"]
+    assert both.stats.kept + both.stats.rejected["confidence"] + both.stats.rejected["disagree"] == both.stats.scored
 
 
 def test_require_agreement_for_regression_keeps_scores_within_half_a_point():
@@ -106,9 +106,9 @@ def test_require_agreement_for_regression_keeps_scores_within_half_a_point():
         return np.array([[len(seg[0].split()) / 2.0] for seg in inputs], dtype=np.float32)
 
     gold = [3.5, 3.0, 2.0, 3.0]  # source 2's variants score 2.5 and 3.5: one within half a point
-    out = expand(SOURCES, [0, 1, 2, 3], gold, score, generator="eda", n_per_source=2, seed=0,
+    out = expand(SOURCES, [0, 1, 2, 3], gold, score, generator="eda", variants_per_source=2, seed=0,
                  regression=True, require_agreement=True)
-    assert out.stats["rejected"]["disagree"] == 1 and out.stats["kept"] == out.stats["scored"] - 1 == 7
+    assert out.stats.rejected["disagree"] == 1 and out.stats.kept == out.stats.scored - 1 == 7
     assert all(abs(label - gold[src]) <= 0.5 for label, src in zip(out.labels, out.source_ids))
 
 
@@ -116,10 +116,10 @@ def test_regression_keeps_scores_and_skips_the_filters():
     def score(inputs):
         return np.array([[len(seg[0].split()) / 2.0] for seg in inputs], dtype=np.float32)
 
-    out = expand(SOURCES, [0, 1, 2, 3], [3.5, 3.0, 3.0, 3.0], score, generator="eda", n_per_source=2, seed=0,
+    out = expand(SOURCES, [0, 1, 2, 3], [3.5, 3.0, 3.0, 3.0], score, generator="eda", variants_per_source=2, seed=0,
                  regression=True, min_confidence=0.99)
     assert out.labels.dtype == np.float32 and np.allclose(out.labels, out.probs[:, 0])
-    assert out.stats["kept"] == out.stats["scored"] and "label_balance" not in out.stats
+    assert out.stats.kept == out.stats.scored and out.stats.label_balance is None
 
 
 def test_a_generator_returning_nothing_warns_and_adds_nothing():
@@ -165,17 +165,17 @@ class SkewedTeacher:
 
 def test_balancing_without_the_agreement_check_keeps_the_disagreeing_rows():
     """Issue 7 of the evidence: balance to D's 50/50 caps the agreeing class down to the disagreeing one."""
-    common = dict(teacher=SkewedTeacher(), n_per_source=8, class_prior=np.array([0.5, 0.5]))
+    common = dict(teacher=SkewedTeacher(), variants_per_source=8, class_prior=np.array([0.5, 0.5]))
     labels0 = [0, 0, 0, 0]
     balanced, _ = _expand_with(labels0, **common)
     stats = balanced.stats
-    scored, agreeing = stats["agreement_by_label"]["not_entailment"]
+    scored, agreeing = stats.agreement_by_label["not_entailment"]
     assert agreeing == 0 and scored > 0  # every class-1 variant disagrees with its class-0 source
-    assert stats["agreement"] > 0.6 and stats["agreement_kept"] == pytest.approx(0.5)  # half of what is kept
+    assert stats.agreement > 0.6 and stats.agreement_kept == pytest.approx(0.5)  # half of what is kept
     first, _ = _expand_with(labels0, require_agreement=True, **common)  # the default order: agreement, then balance
-    assert first.stats["agreement_kept"] == 1.0 and first.stats["rejected"]["balance"] == 0
+    assert first.stats.agreement_kept == 1.0 and first.stats.rejected["balance"] == 0
     late, _ = _expand_with(labels0, require_agreement=True, balance_first=True, **common)
-    assert late.stats["agreement_kept"] == 1.0 and len(late.variants) < len(first.variants)
+    assert late.stats.agreement_kept == 1.0 and len(late.variants) < len(first.variants)
 
 
 def _expand_with(labels, **kw):

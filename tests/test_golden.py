@@ -31,7 +31,7 @@ def _recipe(tiny_bort, tiny_teacher, data_dir, out, **sections):
     return tiny_recipe(
         tiny_bort, data_dir, out,
         data={"max_train_samples": 96, "max_eval_samples": 48, "max_predict_samples": 16},
-        agora={"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_mistake": 3,
+        agora={"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_source": 3,
                "generator": "eda", "alpha": 0.5, "temperature": 2.0, "gamma": 1.0, "rho": 0.3},
         teacher={"path": str(tiny_teacher), "cache_dir": str(out.parent / "teacher-cache")},
         **sections,
@@ -69,7 +69,7 @@ def _search_summary(run: Path) -> dict:
     for trial in sorted((run / "trials").glob("*/metrics.json")):
         fit_losses[trial.parent.name] = [e["train_loss"] for e in json.loads(trial.read_text())["epochs"]]
     return {"rounds": rounds, "best": state["best"]["trial"], "stopped": state["stopped"],
-            "d_rows": state["d_rows"], "teacher_calls": state["teacher_calls"], "fits": state["fits"],
+            "d_rows": state["d_rows"], "teacher_calls": state["teacher_forward_calls"], "fits": state["fits"],
             "train_losses": fit_losses, "main_score": metrics["main_score"], "final": metrics["final"]}
 
 

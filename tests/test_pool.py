@@ -173,16 +173,16 @@ def test_fit_with_nearest_and_pool_rows(tmp_path, data_dir, tiny_bort, roberta_t
     run = tmp_path / "run"
     recipe = tiny_recipe(tiny_bort, data_dir, run, task="sst2",
                          data={"max_train_samples": 160, "max_eval_samples": 48, "unlabelled": "train"},
-                         agora={"enabled": True, "generator": "nearest", "variants_per_mistake": 2, "pool_rows": 25,
+                         agora={"enabled": True, "generator": "nearest", "variants_per_source": 2, "pool_rows": 25,
                                 "balance_generated": False},
                          teacher={"path": str(teacher), "cache_dir": str(tmp_path / "cache")},
                          trainer={"max_epochs": 3}, output={"predict": False, "export": False})
     AgoraTrainer(validate_recipe(recipe)).fit()
     report = json.loads((run / "metrics.json").read_text())["agora"]
     rows = [json.loads(line) for line in (run / "agora" / "generated.jsonl").read_text().splitlines()]
-    pool_rows = [r for r in rows if r["epoch"] == -1]
+    pool_rows = [r for r in rows if r["key"] == -1]
     assert len(pool_rows) == 25 == report["teacher"]["pool_rows_scored"]  # drawn when the fit starts
-    near = [r for r in rows if r["epoch"] >= 0]
+    near = [r for r in rows if r["key"] >= 0]
     assert len(near) == sum(e.get("kept") or 0 for e in report["epochs"]) > 0
     assert len({tuple(r["inputs"]) for r in rows}) == len(rows)  # each pool row at most once
     assert all(r["label"] in ("negative", "positive") for r in rows)

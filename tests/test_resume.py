@@ -18,9 +18,9 @@ import agora.fit.run
 from agora.config import validate_recipe
 from agora.trainer import AgoraTrainer
 
-AGORA = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_mistake": 3,
+AGORA = {"enabled": True, "expand_every_n_epochs": 1, "expand_from": "mistakes", "variants_per_source": 3,
          "alpha": 0.5, "gamma": 1.0, "rho": 0.3}
-VOLATILE = ("seconds", "teacher_calls", "cache_hits", "forward_calls")
+VOLATILE = ("seconds", "teacher_forward_calls", "teacher_cache_hits")
 """Wall times, and the teacher cache's counts (a resumed fit finds warm what the interrupted one scored)."""
 
 

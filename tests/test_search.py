@@ -103,12 +103,21 @@ class FakeRunner:
 
 class FakeExpander:
     def __init__(self):
-        self.rows, self.calls = [], []
+        self.added, self.calls = [], []
+
+    def keep(self, n):
+        del self.added[n:]
+
+    def jsonl(self, n=None):
+        return [r.to_json() for r in self.added[:n]]
 
     def grow(self, mistakes, key):
+        from agora.method.generated import ExpansionStats, GeneratedRow, TeacherCounts
+
         self.calls.append((list(mistakes), key))
-        self.rows += [{"inputs": [f"{key}-{m}"], "label": "entailment"} for m in mistakes]
-        return {"kept": len(mistakes), "teacher_calls": len(mistakes)}
+        self.added += [GeneratedRow(len(self.added) + j, (f"{key}-{m}",), "entailment", [1.0, 0.0], m, key)
+                       for j, m in enumerate(mistakes)]
+        return ExpansionStats(kept=len(mistakes), teacher=TeacherCounts(forward_calls=len(mistakes)))
 
 
 def _new_state(p):
@@ -146,7 +155,7 @@ def test_rounds_prune_until_theta_is_empty_and_keep_the_best():
     assert state["stopped"] == "Θ is empty" and state["remaining"] == []
     assert state["best"]["trial"] == "r0.0-t0" and state["best"]["score"] == 0.70
     # D grows after round 0 only (no expansion after the last round)
-    assert expander.calls == [([1, 2], "round-0")] and state["d_rows"] == 2 and state["teacher_calls"] == 2
+    assert expander.calls == [([1, 2], "round-0")] and state["d_rows"] == 2 and state["teacher_forward_calls"] == 2
     assert r0["d_rows_after"] == 2 and r1["d_rows"] == 2
     # saved after every fit and every round; one progress line per fit
     assert state["fits"] == 6 and saved[:5] == [1, 2, 3, 4, 4] and len(lines) == 6
@@ -292,8 +301,10 @@ def test_a_state_file_of_the_first_version_loads():
                                       "scores": {"e_sel/accuracy": 0.5}}}}],
            "best": {"trial": "r0.0-t0", "theta": 0, "round": 0, "score": 0.5, "dev_score": 0.4, "model_dir": None},
            "fits": 1, "epochs": 2, "d_rows": 0, "teacher_calls": 0, "stopped": None}
+    old["teacher_calls"] = 7  # the counter's earlier name
     state = SearchState.model_validate(old)
     assert state.rounds[0].fits["0"].mistakes == [3] and state.rounds[0].decision is None and state.best.score == 0.5
+    assert state.teacher_forward_calls == 7
 
 
 def test_diverged():

@@ -17,7 +17,7 @@ def _recipe(tiny_bort, tiny_teacher, data_dir, out, agora=True):
         tiny_bort, data_dir, out,
         data={"max_train_samples": 64, "max_eval_samples": 32, "max_predict_samples": 16},
         trainer={"max_epochs": 1, "num_sanity_val_steps": 0},
-        agora={"enabled": agora, "expand_every_n_epochs": 0, "variants_per_mistake": 2, "alpha": 0.5},
+        agora={"enabled": agora, "expand_every_n_epochs": 0, "variants_per_source": 2, "alpha": 0.5},
         teacher={"path": str(tiny_teacher), "cache_dir": str(out.parent / f"teacher-cache-{out.name}")},
         search={"space": SPACE, "max_rounds": 2, "max_replays": 0, "min_prune_fraction": 0.25,
                 "budget": {"max_fits": 8}},
@@ -59,7 +59,7 @@ def test_cli_search_runs_two_rounds_and_reports(searched):
     assert len(added) == state["d_rows"] == r0["added"]["kept"] > 0 and r1["d_rows"] == len(added)
     assert {a["source_idx"] for a in added} <= set(best0["mistakes"])
     assert all(a["label"] in ("entailment", "not_entailment") for a in added)
-    assert state["teacher_calls"] == r0["added"]["teacher_calls"] > 0
+    assert state["teacher_forward_calls"] == r0["added"]["teacher_forward_calls"] > 0
     # round-1 fits trained on D plus the additions: the callback scored them through the cache
     trial1 = run / "trials" / r1["fits"][str(r1["thetas"][0])]["trial"]
     teacher = json.loads((trial1 / "metrics.json").read_text())["agora"]["teacher"]
@@ -163,7 +163,7 @@ def test_plain_baseline_is_the_same_search_with_agora_off(tmp_path, tiny_bort, t
     recipe["output"]["predict"] = False
     result = run_search(validate_recipe(recipe), "baseline.yaml", progress=lambda line: None)
     state = _state(tmp_path / "run")
-    assert state["fits"] == 2 and state["d_rows"] == 0 and state["teacher_calls"] == 0
+    assert state["fits"] == 2 and state["d_rows"] == 0 and state["teacher_forward_calls"] == 0
     assert not (tmp_path / "run" / "search" / "added.jsonl").exists()
     for fit in state["rounds"][0]["fits"].values():  # ranked on E_sel carved from train, as the Agora search
         assert set(fit["scores"]) == {"validation/accuracy", "e_sel/accuracy", "e_sel/loglik"} and fit["mistakes"] == []

@@ -59,7 +59,7 @@ def _search(recipe, lines=None, runner=None):
 def _teacher_passes(run: Path) -> int:
     """Teacher forward passes of the whole search: D's growth (the driver) plus every fit's."""
     fits = [json.loads(p.read_text())["agora"]["teacher_forward_calls"] for p in (run / "trials").glob("*/metrics.json")]
-    return _state(run)["teacher_calls"] + sum(fits)
+    return _state(run)["teacher_forward_calls"] + sum(fits)
 
 
 def _distinct_cached(cache: Path) -> int:
@@ -100,8 +100,8 @@ def test_ray_search_equals_the_local_search(local_reference, ray_searched):
     assert [(r["best"], r["removed"], r["decision"], r["remaining"]) for r in ours["rounds"]] == \
            [(r["best"], r["removed"], r["decision"], r["remaining"]) for r in theirs["rounds"]]
     assert ours["best"] == {**theirs["best"], "model_dir": ours["best"]["model_dir"]}
-    assert (ours["fits"], ours["d_rows"], ours["teacher_calls"], ours["stopped"]) == \
-           (theirs["fits"], theirs["d_rows"], theirs["teacher_calls"], theirs["stopped"])
+    assert (ours["fits"], ours["d_rows"], ours["teacher_forward_calls"], ours["stopped"]) == \
+           (theirs["fits"], theirs["d_rows"], theirs["teacher_forward_calls"], theirs["stopped"])
     assert (run / "search" / "added.jsonl").read_text() == (local / "search" / "added.jsonl").read_text()
     # the returned student, its report and plots, as the local runner leaves them
     metrics = json.loads((run / "metrics.json").read_text())

@@ -6,6 +6,7 @@ enumerated and every θ's recipe validated in :mod:`agora.config.space`, both wh
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -106,7 +107,8 @@ class AgoraConfig(_Section):
     """0: never expand inside a run (only the outer loop does)."""
     expand_from: Literal["mistakes", "all", "train"] = "mistakes"
     """The sources of variants: E_gen's mistakes, every row of E_gen, or every row of D."""
-    variants_per_mistake: int = Field(4, ge=1)
+    variants_per_source: int = Field(4, ge=1)
+    """Variants G makes of each source row (a mistake, a row of E_gen or of D: ``expand_from``)."""
     generator: str = "eda"
     """``eda``, ``mlm``, ``nearest`` (the unlabelled pool's rows nearest to each source: needs
     ``data.unlabelled``) or an import path ``package.module:function``."""
@@ -138,13 +140,33 @@ class AgoraConfig(_Section):
     reweight_mode: Literal["loss", "sampler"] = "loss"
     """``loss``: weights multiply the loss; ``sampler``: rows are drawn in proportion to them."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """``variants_per_mistake`` is the earlier name of ``variants_per_source`` (recipes and run dirs
+        written before the rename still load)."""
+        if isinstance(data, dict) and "variants_per_mistake" in data:
+            if "variants_per_source" in data:
+                raise ValueError("agora.variants_per_mistake is the earlier name of agora.variants_per_source: "
+                                 "give only variants_per_source")
+            warnings.warn("agora.variants_per_mistake is now called agora.variants_per_source", DeprecationWarning,
+                          stacklevel=2)
+            data = {("variants_per_source" if k == "variants_per_mistake" else k): v for k, v in data.items()}
+        return data
+
     @field_validator("generator")
     @classmethod
     def _generator_exists(cls, value: str) -> str:
-        from agora.config.space import check_generator
+        from agora.method.generators.registry import spec_of
 
-        check_generator(value)
+        spec_of(value)  # registered, or an import path that imports (ValueError naming the choices)
         return value
+
+    def needs_pool(self) -> bool:
+        """The generator draws from the unlabelled pool (declared in its registry entry)."""
+        from agora.method.generators.registry import spec_of
+
+        return self.enabled and spec_of(self.generator).needs_pool
 
     def needs_teacher(self) -> bool:
         return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0 or self.pool_rows > 0)
@@ -310,8 +332,8 @@ class RunConfig(_Section):
     def _pool_given(self) -> "RunConfig":
         a = self.agora
         if a.enabled and not self.data.unlabelled:
-            if a.generator == "nearest":
-                raise ValueError("agora.generator: nearest draws from unlabelled rows: set data.unlabelled "
+            if a.needs_pool():
+                raise ValueError(f"agora.generator: {a.generator} draws from unlabelled rows: set data.unlabelled "
                                  "(a file in the task's own format, or 'train')")
             if a.pool_rows:
                 raise ValueError("agora.pool_rows draws from unlabelled rows: set data.unlabelled "

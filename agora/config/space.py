@@ -1,5 +1,5 @@
 """Θ, the hyperparameter space of Agora's rounds, as the recipe states it, and the recipe's other
-checks that reach beyond one field (searched keys, generator names).
+checks that reach beyond one field (searched keys).
 
 Method card
 -----------
@@ -15,49 +15,14 @@ and the search runs those typed recipes without validating them again.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from agora.errors import RecipeError
 
-BUILTIN_GENERATORS = ("eda", "mlm", "nearest")
-"""Generators named without an import path (:mod:`agora.method.generators`)."""
 FORBIDDEN = ("task", "output", "search")
 """Top-level sections a search may not vary (they name the run, not a hyperparameter)."""
-
-
-def import_object(path: str, what: str) -> Callable:
-    """The callable at ``package.module:function`` (or ``package.module.function``); RecipeError if
-    it cannot be imported or is not callable."""
-    if not isinstance(path, str) or ("." not in path and ":" not in path):
-        raise RecipeError(f"{what} {path!r} is not an import path ('package.module:function')")
-    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise RecipeError(f"cannot import {what} {path!r} ({err})") from err
-    if not callable(obj):
-        raise RecipeError(f"{what} {path!r} is not callable")
-    return obj
-
-
-def check_generator(name: str) -> None:
-    """A built-in generator name or an importable callable (ValueError with the valid choices)."""
-    if name in BUILTIN_GENERATORS:
-        return
-    help_text = (f"valid built-in generators are {', '.join(repr(g) for g in BUILTIN_GENERATORS)}; "
-                 "a custom generator is named by its import path, 'package.module:function' or "
-                 "'package.module.function'")
-    if "." not in name and ":" not in name:
-        raise ValueError(f"unknown generator {name!r}: {help_text}")
-    try:
-        import_object(name, "generator")
-    except RecipeError as err:
-        raise ValueError(f"{err}: {help_text}") from None
 
 
 def check_space(space: dict[str, list], trials: list[dict]) -> None:

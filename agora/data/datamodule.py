@@ -149,6 +149,14 @@ class TaskDataModule(L.LightningDataModule):
         rows = raw.select_columns(["idx", "label", *columns]).to_dict()
         return np.asarray(rows["idx"], dtype=np.int64), inputs_of(self.card, rows), np.asarray(rows["label"])
 
+    def has_split(self, key: str) -> bool:
+        """The split ``key`` is loaded (``e_gen`` / ``e_sel`` once E is carved)."""
+        return key in self.raw
+
+    def tokenized_split(self, key: str) -> datasets.Dataset:
+        """A split's tokenized rows, in the order of :meth:`inputs`."""
+        return self.tokenized[key]
+
     def tokenize_rows(self, idx, inputs, labels) -> datasets.Dataset:
         """New rows (idx, inputs as text segments, labels) tokenized like the training split (in memory)."""
         rows = rows_of(self.card, idx, inputs, labels)

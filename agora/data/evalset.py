@@ -74,6 +74,12 @@ class EvalSet:
             extra_rows=None if trial is None else trial.extra_rows,
         )
 
+    @property
+    def tiebreak(self) -> str | None:
+        """The split whose log-likelihood of the gold labels breaks ties between equal scores: ``e_sel``
+        where E is carved, else none."""
+        return "e_sel" if self.carve and not self.on_dev else None
+
     def size_for(self, n_train: int, n_dev: int | None) -> int:
         """Rows of E for a training split of ``n_train`` rows and a dev set of ``n_dev`` (None: none)."""
         return self.size or default_e_size(n_train, n_dev or n_train, self.max_fraction)

@@ -32,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from agora.config import RunConfig
 from agora.data.cards import TaskCard
+from agora.data.datamodule import TaskDataModule
 from agora.data.formats import format_of, log_likelihood
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layernorm.weight")
@@ -95,10 +96,13 @@ class AgoraModule(L.LightningModule):
             at_end`` leaves the dev splits to the final validation).
         loss: the training loss (default :class:`HardLabelLoss`; Agora gives its distillation loss).
         select_name: the split whose main metric is ``val_score`` (picks the best checkpoint).
+        tiebreak_name: a split whose mean log-likelihood of the gold labels is logged too
+            (``val/<split>/loglik``: what breaks ties between equal scores; E_sel in a search's fit).
     """
 
     def __init__(self, model, card: TaskCard, cfg: RunConfig, eval_names=(), predict_names=(),
-                 loss: Loss | None = None, select_name: str | None = None, epoch_eval_names=None):
+                 loss: Loss | None = None, select_name: str | None = None, epoch_eval_names=None,
+                 tiebreak_name: str | None = None):
         super().__init__()
         self.model, self.card, self.cfg = model, card, cfg
         self.loss = loss or HardLabelLoss(card.format == "regression")
@@ -111,6 +115,7 @@ class AgoraModule(L.LightningModule):
         self._train_loss = [0.0, 0]
         self.last_scores: dict[str, float] = {}
         self.select_name = select_name or card.select_split
+        self.tiebreak_name = tiebreak_name
 
     # -- forward and loss ----------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -140,8 +145,8 @@ class AgoraModule(L.LightningModule):
         )
         out = merge_by_idx(gather_objects(local))
         name = key.split(":", 1)[1]
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if out and hasattr(datamodule, "meta"):  # columns a format scores or writes with (by idx)
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if out and isinstance(datamodule, TaskDataModule):  # columns a format scores or writes with (by idx)
             meta = datamodule.meta(name, out["idx"])
             if meta is not None:
                 out["meta"] = meta
@@ -164,8 +169,8 @@ class AgoraModule(L.LightningModule):
             self.last_eval[name] = out
             for metric, value in score(self.card, out["logits"], out["labels"], out.get("meta")).items():
                 results[f"val/{name}/{metric}"] = value
-            if name == "e_sel":  # the search breaks ties between θs with it
-                results["val/e_sel/loglik"] = log_likelihood(out["logits"], out["labels"], self.card.format == "regression")
+            if name == self.tiebreak_name:  # the search breaks ties between θs with it
+                results[f"val/{name}/loglik"] = log_likelihood(out["logits"], out["labels"], self.card.format == "regression")
         if self.trainer.sanity_checking or not results:
             return
         main = results.get(f"val/{self.select_name}/{self.card.main_metric}", float("nan"))

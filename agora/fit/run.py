@@ -166,7 +166,8 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
         data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
         model = build_model(cfg.model, card, cfg.seed)
         module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
-                             select_name=data.evalset.select, epoch_eval_names=data.epoch_eval_names)
+                             select_name=data.evalset.select, epoch_eval_names=data.epoch_eval_names,
+                             tiebreak_name=data.evalset.tiebreak)
         if resume is not None:
             resume.check_fits(module, cfg.model.name)
             if trainer.is_global_zero:

@@ -8,7 +8,7 @@ training run"); the outer loop over hyperparameter sets and rounds lives around 
 1. **Expand** (de Wynter 2020, arXiv 2010.07990, the loop's "generate new inputs from the
    mistakes, label them with S, append them to D"): every ``expand_every_n_epochs`` epochs, take
    the student's mistakes on ``E_gen`` (``expand_from: mistakes``; or every row of E_gen, ``all``;
-   or every original row of D, ``train``), make ``variants_per_mistake`` variants of each with the
+   or every original row of D, ``train``), make ``variants_per_source`` variants of each with the
    generator G, label them with the teacher S through its cache, drop those below
    ``min_teacher_confidence``, optionally ``balance_generated``, and append them to D for the
    following epochs (:func:`agora.method.expand.expand`). ``E_sel`` is never used for generation. No
@@ -69,10 +69,10 @@ from agora.data.cards import TaskCard
 from agora.data.evalset import EvalSet
 from agora.data.formats import find_mistakes
 from agora.files import plain, write_jsonl
+from agora.fit.contract import FitData, FitModule
 from agora.fit.module import gather_objects, merge_by_idx
-from agora.method.distill import validate_distill_settings
-from agora.method.expand import AgoraWarning, Expander, Expansion, Sources, known_inputs
-from agora.method.generators import make_generator, stable_seed
+from agora.method.expand import AgoraWarning, Expander, Sources
+from agora.method.generated import Expansion, TeacherCounts, counting
 from agora.method.reweight import example_weights, weight_stats
 from agora.method.teacher import attach_teacher, build_teacher
 from agora.method.training_set import TrainingSet
@@ -98,9 +98,8 @@ class AgoraCallback(L.Callback):
         output_dir: the run directory; rank 0 writes ``agora/generated.jsonl`` there at the end.
 
     Raises:
-        RecipeError: alpha outside [0, 1], temperature <= 0, unknown generator.
         ModelNotFoundError / ModelError: the teacher path does not exist, or its label names do
-            not match the task's.
+            not match the task's. (The settings themselves are checked by the recipe's schema.)
 
     Example::
 
@@ -112,16 +111,14 @@ class AgoraCallback(L.Callback):
 
     def __init__(self, cfg: RunConfig, card: TaskCard, teacher=None, output_dir=None):
         acfg = cfg.agora
-        validate_distill_settings(acfg.alpha, acfg.temperature)
-        make_generator(acfg.generator, acfg.generator_settings)  # an unknown name or import path fails now
         self.cfg, self.card, self.acfg = cfg, card, acfg
         self.regression = card.format == "regression"
         self.evalset = EvalSet.of(cfg, card)
         self.teacher = teacher if teacher is not None else (build_teacher(cfg, card) if acfg.needs_teacher() else None)
-        self.expander = Expander(acfg, card, self.teacher.score, cfg.seed) if self.teacher is not None else None
+        self.expander = Expander(acfg, card, self.teacher, cfg.seed) if self.teacher is not None else None
         self.output_dir = output_dir
-        self.dm = None
-        self.rows: TrainingSet | None = None
+        self.dm: FitData | None = None
+        self.training_set: TrainingSet | None = None
         self.rank = 0
         self._mistake_idx: np.ndarray | None = None
         self._pending: dict | None = None
@@ -130,6 +127,7 @@ class AgoraCallback(L.Callback):
         self.epochs_done: list[int] = []
         self.history: list[dict] = []
         self.teacher_summary: dict[str, Any] = {}
+        """What the teacher did when the fit started: D scored, pool rows drawn (and its counts)."""
         self._batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._resumed_inside_epoch = False
 
@@ -139,65 +137,68 @@ class AgoraCallback(L.Callback):
         if stage != "fit":
             return
         dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "use_training_rows") or "e_gen" not in dm.raw:
+        if not isinstance(dm, FitData) or not dm.has_split(self.evalset.gen):
             raise RuntimeError("AgoraCallback needs a TaskDataModule loaded with agora.enabled (it carves E_gen/E_sel)")
+        if not isinstance(pl_module, FitModule):
+            raise RuntimeError("AgoraCallback reads the student's evaluations from last_eval "
+                               "(agora.fit.contract.FitModule): fit a TaskModule")
         self.dm, self.rank = dm, trainer.global_rank
-        if trainer.reload_dataloaders_every_n_epochs != 1:
-            raise RuntimeError("AgoraCallback grows the training rows between epochs: give the Trainer "
-                               "reload_dataloaders_every_n_epochs=1 (agora.method.extension.agora_extension does)")
-        if trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) != 1:
-            warnings.warn("Agora acts at the end-of-epoch validation: with limit_val_batches=0 or "
-                          "check_val_every_n_epoch != 1 it skips the epochs that do not validate", AgoraWarning,
-                          stacklevel=2)
-        train = self.card.train_split
+        self._check_trainer(trainer)
         names = list(self.card.labels) if self.card.labels and self.card.format != "multiple_choice" else None
-        self.rows = TrainingSet(Sources.of(dm, train), dm.tokenized[train], dm.tokenize_rows, names,
-                                self.regression, self.acfg.reweight_mode)
+        train = self.card.train_split
+        self.training_set = TrainingSet(Sources.of(dm, train), dm.tokenized_split(train), dm.tokenize_rows, names,
+                                        self.regression, self.acfg.reweight_mode)
         if self.teacher is not None and self.rank == 0:
             attach_teacher(self.teacher, self.cfg, str(trainer.strategy.root_device))
             if self.expander is not None:  # a pool-drawing generator embeds the pool now (cached)
                 from agora.paths import cache_dir
 
                 self.expander.prepare(dm.pool, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
-        if self.acfg.alpha > 0:
-            self.rows.d_probs, self.teacher_summary = trainer.strategy.broadcast(self._score_d() if self.rank == 0 else None)
-        if self.acfg.pool_rows:
-            sample = trainer.strategy.broadcast(self._pool_sample(dm.pool) if self.rank == 0 else None)
-            self.rows.add(sample, epoch=-1)
-            summary = self.teacher_summary
-            summary["pool_rows_scored"] = len(sample.variants)
-            for key in ("forward_calls", "cache_hits"):
-                summary[key] = summary.get(key, 0) + sample.stats[key]
+        self._score_at_start(trainer, dm)
         if self._pending is not None:
-            self.rows.load_state_dict(self._pending)
+            self.training_set.load_state_dict(self._pending)
             if self.expander is not None and self.rank == 0:
                 self.expander.generator.load_state_dict(self._pending.get("generator", {}))
             self._pending = None
-        if len(self.last_loss) != len(self.rows):
-            self.last_loss, self.last_error = np.full(len(self.rows), np.nan), np.full(len(self.rows), np.nan)
-        dm.use_training_rows(self.rows)
+        if len(self.last_loss) != len(self.training_set):
+            self.last_loss = np.full(len(self.training_set), np.nan)
+            self.last_error = np.full(len(self.training_set), np.nan)
+        dm.use_training_rows(self.training_set)
+
+    @staticmethod
+    def _check_trainer(trainer) -> None:
+        if trainer.reload_dataloaders_every_n_epochs != 1:
+            raise RuntimeError("AgoraCallback grows the training rows between epochs: give the Trainer "
+                               "reload_dataloaders_every_n_epochs=1 (agora.method.extension.agora_extension does)")
+        if trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) != 1:
+            warnings.warn("Agora acts at the end-of-epoch validation: with limit_val_batches=0 or "
+                          "check_val_every_n_epoch != 1 it skips the epochs that do not validate", AgoraWarning,
+                          stacklevel=3)
+
+    def _score_at_start(self, trainer, dm: FitData) -> None:
+        """The teacher's targets for D (``alpha > 0``) and the random pool rows (``pool_rows``), on rank 0,
+        broadcast to every rank."""
+        if self.acfg.alpha > 0:
+            self.training_set.d_probs, self.teacher_summary = trainer.strategy.broadcast(
+                self._score_d() if self.rank == 0 else None)
+        if self.acfg.pool_rows:
+            sample = trainer.strategy.broadcast(
+                self.expander.label_pool(dm.pool, self.acfg.pool_rows, self.cfg.seed) if self.rank == 0 else None)
+            self.training_set.add(sample, epoch=-1)
+            counts = sample.stats.teacher
+            summary = self.teacher_summary
+            summary["pool_rows_scored"] = len(sample.variants)
+            summary["teacher_forward_calls"] = summary.get("teacher_forward_calls", 0) + counts.forward_calls
+            summary["teacher_cache_hits"] = summary.get("teacher_cache_hits", 0) + counts.cache_hits
 
     def _score_d(self) -> tuple[np.ndarray, dict]:
-        calls, hits, start = self.teacher.forward_calls, self.teacher.cache.hits, time.perf_counter()
-        d = self.rows.d
-        probs = self.teacher.score(d.inputs)
+        d = self.training_set.d
+        with counting(self.teacher) as counts:
+            probs = self.teacher.score(d.inputs)
         agree = find_mistakes(probs, d.labels, self.regression) == 0
         return probs, {"train_rows_scored": len(probs), "train_agreement": float(agree.mean()) if len(agree) else None,
-                       "forward_calls": self.teacher.forward_calls - calls, "cache_hits": self.teacher.cache.hits - hits,
-                       "seconds": round(time.perf_counter() - start, 3)}
-
-    def _pool_sample(self, pool) -> Expansion:
-        """Rank 0: ``agora.pool_rows`` random rows of the unlabelled pool, labelled by the teacher (every
-        row kept: distillation on unlabelled data, no filter)."""
-        rng = np.random.default_rng(stable_seed(self.cfg.seed, "pool_rows") % 2**32)
-        chosen = np.sort(rng.choice(len(pool), size=min(self.acfg.pool_rows, len(pool)), replace=False))
-        inputs = [pool.inputs[j] for j in chosen]
-        calls, hits = self.teacher.forward_calls, self.teacher.cache.hits
-        probs = np.asarray(self.teacher.score(inputs), np.float32)
-        labels = probs[:, 0] if self.regression else probs.argmax(-1)
-        return Expansion(inputs, np.full(len(inputs), -1, np.int64), probs, labels,
-                         {"forward_calls": self.teacher.forward_calls - calls,
-                          "cache_hits": self.teacher.cache.hits - hits})
+                       "teacher_forward_calls": counts.forward_calls, "teacher_cache_hits": counts.cache_hits,
+                       "seconds": counts.seconds}
 
     # ------------------------------------------------------------------ per batch
 
@@ -214,12 +215,11 @@ class AgoraCallback(L.Callback):
 
     # ------------------------------------------------------------------ per epoch
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module: FitModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or self.dm is None:
             return
         epoch = trainer.current_epoch
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        if epoch in self.epochs_done or progress < trainer.num_training_batches:
+        if epoch in self.epochs_done or not trainer.is_last_batch:
             return  # already done, or a validation in the middle of the epoch
         start = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch}
@@ -228,11 +228,11 @@ class AgoraCallback(L.Callback):
         last = trainer.max_epochs not in (None, -1) and epoch + 1 >= trainer.max_epochs
         n = self.acfg.expand_every_n_epochs
         if n > 0 and (epoch + 1) % n == 0 and not last:
-            result = trainer.strategy.broadcast(self._expand(epoch) if self.rank == 0 else None)
-            self._add(result, epoch, record)
+            expansion = trainer.strategy.broadcast(self._expand(epoch) if self.rank == 0 else None)
+            self._add(expansion, epoch, record)
         self._reweight(trainer, record)
         self.epochs_done.append(epoch)
-        record["generated_total"] = len(self.rows.gen_inputs)
+        record["generated_total"] = len(self.training_set.gen_inputs)
         record["seconds"] = round(time.perf_counter() - start, 3)
         self._check_ranks_agree(epoch)
         self.history.append(record)
@@ -248,11 +248,11 @@ class AgoraCallback(L.Callback):
         record["rows_trained"] = int(len(seen.get("idx", [])))
         if not seen:
             return
-        pos = self.rows.positions(seen["idx"])
+        pos = self.training_set.positions(seen["idx"])
         self.last_loss[pos], self.last_error[pos] = seen["loss"], seen["error"]
 
-    def _record_mistakes(self, pl_module, record: dict) -> None:
-        out = getattr(pl_module, "last_eval", {}).get(self.evalset.gen)
+    def _record_mistakes(self, pl_module: FitModule, record: dict) -> None:
+        out = pl_module.last_eval.get(self.evalset.gen)
         if out:
             mistakes = find_mistakes(out["logits"], out["labels"], self.regression)
             record["e_gen_rows"], record["mistakes"] = int(len(mistakes)), int(mistakes.sum())
@@ -260,35 +260,28 @@ class AgoraCallback(L.Callback):
         else:
             self._mistake_idx = None
 
-    def _expand(self, epoch: int):
+    def _expand(self, epoch: int) -> Expansion:
         """Rank 0: the expansion step (generator + teacher); its result is broadcast to every rank."""
-        sources = self.expander.sources(Sources.of(self.dm, "e_gen"), self.rows.d, self._mistake_idx)
-        seen = known_inputs(self.dm, self.rows.gen_inputs)
-        calls, hits = self.teacher.forward_calls, self.teacher.cache.hits
-        result = self.expander(sources, epoch, seen, self.rows.d.labels)
-        teacher = {"forward_calls": self.teacher.forward_calls - calls, "cache_hits": self.teacher.cache.hits - hits}
-        return result, teacher
+        return self.expander.step(self.dm, self._mistake_idx, epoch, self.training_set.gen_inputs)
 
-    def _add(self, result, epoch: int, record: dict) -> None:
-        expansion, teacher = result
-        record.update({k: v for k, v in expansion.stats.items()})
-        record["teacher_calls"], record["cache_hits"] = teacher["forward_calls"], teacher["cache_hits"]
-        k = self.rows.add(expansion, epoch)
+    def _add(self, expansion: Expansion, epoch: int, record: dict) -> None:
+        record.update(expansion.stats.as_record())
+        k = self.training_set.add(expansion, epoch)
         if k:
             self.last_loss, self.last_error = np.r_[self.last_loss, np.full(k, np.nan)], np.r_[self.last_error, np.full(k, np.nan)]
 
     def _reweight(self, trainer, record: dict) -> None:
         acfg = self.acfg
-        is_gen = self.rows.is_generated
+        is_gen = self.training_set.is_generated
         if acfg.gamma == 0 and not is_gen.any():
             return  # uniform: nothing to do
         values = self.last_loss if acfg.reweight_by == "loss" else self.last_error
         weights = example_weights(values, is_gen, acfg.gamma, acfg.rho, kind=acfg.reweight_by) if self.rank == 0 else None
-        self.rows.weights = trainer.strategy.broadcast(weights)
-        record["weights"] = weight_stats(self.rows.weights, is_gen)
+        self.training_set.weights = trainer.strategy.broadcast(weights)
+        record["weights"] = weight_stats(self.training_set.weights, is_gen)
 
     def _check_ranks_agree(self, epoch: int) -> None:
-        digests = gather_objects(self.rows.digest())
+        digests = gather_objects(self.training_set.digest())
         if len(set(digests)) > 1:
             raise RuntimeError(f"AgoraCallback: ranks disagree on the generated rows or weights after epoch {epoch}")
 
@@ -312,18 +305,20 @@ class AgoraCallback(L.Callback):
             write_jsonl(Path(self.output_dir) / "agora" / "generated.jsonl", self.generated_rows())
 
     def generated_rows(self) -> list[dict]:
-        """The generated rows: idx, inputs, label, teacher probabilities, source idx, epoch."""
-        return self.rows.generated_rows() if self.rows is not None else []
+        """The generated rows (:class:`agora.method.generated.GeneratedRow`, as JSON)."""
+        return [r.to_json() for r in self.training_set.generated_rows()] if self.training_set is not None else []
 
     def report(self) -> dict[str, Any]:
         """What metrics.json keeps under ``agora``: settings, teacher, per-epoch records, totals."""
-        calls = self.teacher_summary.get("forward_calls", 0) + sum(r.get("teacher_calls", 0) for r in self.history)
-        hits = self.teacher_summary.get("cache_hits", 0) + sum(r.get("cache_hits", 0) for r in self.history)
-        rows = self.rows
+        start = self.teacher_summary
+        counts = TeacherCounts(start.get("teacher_forward_calls", 0), start.get("teacher_cache_hits", 0))
+        for record in self.history:
+            counts += TeacherCounts(record.get("teacher_forward_calls", 0), record.get("teacher_cache_hits", 0))
+        rows = self.training_set
         return {"enabled": True, "settings": self.acfg.model_dump(mode="json"),
                 "teacher": {"path": self.cfg.teacher.path, **self.teacher_summary} if self.teacher is not None else None,
                 "epochs": list(self.history), "generated": len(rows.gen_inputs) if rows else 0,
-                "teacher_forward_calls": calls, "teacher_cache_hits": hits,
+                "teacher_forward_calls": counts.forward_calls, "teacher_cache_hits": counts.cache_hits,
                 "weights": weight_stats(rows.weights, rows.is_generated) if rows and rows.weights is not None else None}
 
     # ------------------------------------------------------------------ state
@@ -331,7 +326,7 @@ class AgoraCallback(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         generator = self.expander.generator.state_dict() if self.expander is not None else {}
         return {
-            **(self.rows.state_dict() if self.rows is not None else self._pending or {}),
+            **(self.training_set.state_dict() if self.training_set is not None else self._pending or {}),
             "generator": generator,
             "last_loss": torch.from_numpy(np.asarray(self.last_loss, np.float64)),
             "last_error": torch.from_numpy(np.asarray(self.last_error, np.float64)),
@@ -342,13 +337,13 @@ class AgoraCallback(L.Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.rows is not None:
-            self.rows.load_state_dict(state)
+        if self.training_set is not None:
+            self.training_set.load_state_dict(state)
             if self.expander is not None and self.rank == 0:
                 self.expander.generator.load_state_dict(state.get("generator", {}))
         else:
             self._pending = state
-        n = len(self.rows) if self.rows is not None else None
+        n = len(self.training_set) if self.training_set is not None else None
         for name in ("last_loss", "last_error"):
             value = state.get(name)
             setattr(self, name, value.numpy() if value is not None else np.full(n or 0, np.nan))

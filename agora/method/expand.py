@@ -4,12 +4,14 @@ Method card
 -----------
 What: the step of Agora that grows the training data D (de Wynter 2020, arXiv 2010.07990): take
 the examples of E the student gets wrong, generate new inputs from them with G, label them with
-the oracle S, append them to D. Pure functions: the in-run callback
-(:class:`agora.method.callback.AgoraCallback`) and the outer loop over rounds both call :func:`expand`.
+the oracle S, append them to D. :func:`expand` is the pure function; :class:`Expander` owns the whole
+step (sources, seen inputs, the teacher's counts) for the in-run callback
+(:class:`agora.method.callback.AgoraCallback`) and for the outer loop over rounds
+(:class:`agora.search.grow.Grower`) alike.
 
 Steps of :func:`expand`, in order, each counted in ``stats``:
 
-1. ``generate`` ``n_per_source`` variants of every source with G, one seeded RNG per
+1. ``generate`` ``variants_per_source`` variants of every source with G, one seeded RNG per
    ``(seed, key, source id)`` (reproducible; a new ``key``, e.g. the epoch, gives new variants).
    G's own rejections are counted (``band``: outside the mlm token-Jaccard band;
    ``identical``; ``duplicate``). If G returns nothing at all, an :class:`AgoraWarning` is issued
@@ -35,20 +37,23 @@ Reported: sources, variants, rejections by reason, rows kept, label balance of t
 and the agreement between S's label on a variant and its source's gold label (over all scored
 variants and over the kept ones; regression: ``|S - gold| <= 0.5``).
 
-Hyperparameters: the generator and its settings, ``variants_per_mistake`` (``n_per_source``),
+Hyperparameters: the generator and its settings, ``variants_per_source``,
 ``min_teacher_confidence``, ``require_agreement``, ``balance_generated``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from agora.data.formats import find_mistakes  # noqa: F401  (the mistakes Agora expands)
-from agora.method.generators import Segments, generate, make_generator
+from agora.fit.contract import FitData
+from agora.method.generators import GenerationResult, Segments, make_generator
+from agora.method.generated import Expansion, ExpansionStats, counting
 
 REJECT_REASONS = ("band", "identical", "duplicate", "used", "seen", "confidence", "disagree", "balance")
 
@@ -82,17 +87,36 @@ def balance_mask(labels: np.ndarray, confidence: np.ndarray, class_prior: np.nda
 
 
 @dataclasses.dataclass
-class Expansion:
-    """The rows an expansion keeps, in generation order, and what happened to the others."""
+class _Filters:
+    """The filters of one expansion (steps 4 and 5 of the module docstring)."""
 
-    variants: list[Segments]
-    source_ids: np.ndarray
-    """int64 id (e.g. dataset idx) of each kept variant's source."""
-    probs: np.ndarray
-    """float32 ``[k, C]`` teacher probabilities (``[k, 1]`` scores for regression)."""
-    labels: np.ndarray
-    """Teacher hard labels (int64) or scores (float32 for regression)."""
-    stats: dict
+    min_confidence: float = 0.0
+    class_prior: np.ndarray | None = None
+    regression: bool = False
+    require_agreement: bool = False
+    balance_first: bool = False
+
+    def keep(self, probs: np.ndarray, labels: np.ndarray, agree: np.ndarray, rejected: dict) -> np.ndarray:
+        """The keep-mask of the scored variants; counts each filter's rejections in ``rejected``."""
+        confidence = probs.max(-1)
+        keep = np.ones(len(probs), dtype=bool) if self.regression else confidence >= self.min_confidence
+        if not self.regression:
+            rejected["confidence"] = int((~keep).sum())
+        if self.require_agreement and not self.balance_first:
+            keep = self._agreeing(keep, agree, rejected)
+        if not self.regression and self.class_prior is not None and keep.any():
+            balanced = np.zeros_like(keep)
+            balanced[keep] = balance_mask(labels[keep], confidence[keep], self.class_prior)
+            rejected["balance"] = int(keep.sum() - balanced.sum())
+            keep = balanced
+        if self.require_agreement and self.balance_first:
+            keep = self._agreeing(keep, agree, rejected)
+        return keep
+
+    @staticmethod
+    def _agreeing(keep: np.ndarray, agree: np.ndarray, rejected: dict) -> np.ndarray:
+        rejected["disagree"] = int((keep & ~agree).sum())
+        return keep & agree
 
 
 def expand(
@@ -102,7 +126,7 @@ def expand(
     score: Callable[[list[Segments]], np.ndarray],
     *,
     generator,
-    n_per_source: int,
+    variants_per_source: int,
     seed: int,
     key=0,
     settings: dict | None = None,
@@ -121,13 +145,13 @@ def expand(
         source_ids: an int id per source (its dataset idx); seeds its RNG and is kept per row.
         source_labels: gold labels of the sources (agreement statistics only).
         score: ``list of inputs -> [n, C]`` teacher probabilities (``[n, 1]`` scores for regression).
-        generator: a name (``eda``, ``mlm``, an import path) or a callable; see agora.method.generators.
-        n_per_source: variants wanted per source.
+        generator: a name (``eda``, ``mlm``, an import path) or a generator; see agora.method.generators.
+        variants_per_source: variants wanted per source.
         seed, key: the RNG of a source is seeded from ``(seed, key, source id)``.
         settings: keyword settings of the generator.
         min_confidence: drop rows whose largest teacher probability is below it.
         class_prior: D's label proportions; given, classes are balanced to it.
-        label_names: names for ``stats["label_balance"]`` (defaults to the class ids).
+        label_names: names for ``stats.label_balance`` (defaults to the class ids).
         regression: teacher outputs are scores; no confidence filter or balancing.
         seen: inputs already in the training data; variants among them are dropped. Not modified.
         require_agreement: drop rows whose teacher label disagrees with their source's gold label.
@@ -136,87 +160,41 @@ def expand(
     Returns:
         An :class:`Expansion`. Warns with :class:`AgoraWarning` when G returns nothing for every source.
     """
-    seen = seen if seen is not None else set()
-    ids = [int(i) for i in source_ids]
+    ids = np.asarray([int(i) for i in source_ids], dtype=np.int64)
     gold = np.asarray(source_labels)
-    result = generate(list(sources), generator, n_per_source, seed,
-                      keys=[[key, i] for i in ids], **(settings or {}))
+    result = make_generator(generator, settings).generate(list(sources), variants_per_source, seed,
+                                                          [[key, int(i)] for i in ids])
+    _warn_if_empty(result, len(sources), generator)
     rejected = {reason: 0 for reason in REJECT_REASONS}
     rejected.update({k: int(v) for k, v in result.rejected.items()})
-    stats = {"sources": len(sources), "variants": len(result.variants)}
-    width = 1 if regression else len(label_names or []) or 0
-    empty = Expansion([], np.zeros(0, np.int64), np.zeros((0, width), np.float32),
-                      np.zeros(0, np.float32 if regression else np.int64), stats)
-    if len(sources) and not result.variants:
-        name = generator if isinstance(generator, str) else getattr(generator, "name", None) or getattr(
-            generator, "__name__", repr(generator))
-        warnings.warn(f"Agora: generator {name!r} returned no variant for any of the {len(sources)} "
-                      "source examples; nothing is added this time", AgoraWarning, stacklevel=2)
-    fresh = [j for j, v in enumerate(result.variants) if v not in seen]
+    fresh = [j for j, v in enumerate(result.variants) if v not in (seen or set())]
     rejected["seen"] = len(result.variants) - len(fresh)
     variants = [result.variants[j] for j in fresh]
     positions = np.asarray([result.sources[j] for j in fresh], dtype=np.int64)
+    stats = ExpansionStats(sources=len(sources), variants=len(result.variants), rejected=rejected)
     if not variants:
-        empty.stats.update(_summary(rejected, empty, gold, positions, None, label_names, regression))
-        return empty
+        return Expansion.empty(1 if regression else len(label_names or []), regression, stats, label_names)
     probs = np.asarray(score(variants), dtype=np.float32)
-    if regression:
-        labels = probs[:, 0].astype(np.float32)
-        keep = np.ones(len(variants), dtype=bool)
-    else:
-        labels = probs.argmax(-1).astype(np.int64)
-        confidence = probs.max(-1)
-        keep = confidence >= min_confidence
-        rejected["confidence"] = int((~keep).sum())
-    agree_all = _agreement(labels, gold[positions], regression)
-
-    def agreement_filter(keep):
-        rejected["disagree"] = int((keep & ~agree_all).sum())
-        return keep & agree_all
-
-    def balance_filter(keep):
-        if regression or class_prior is None or not keep.any():
-            return keep
-        balanced = np.zeros_like(keep)
-        balanced[keep] = balance_mask(labels[keep], confidence[keep], class_prior)
-        rejected["balance"] = int(keep.sum() - balanced.sum())
-        return balanced
-
-    if require_agreement and not balance_first:
-        keep = agreement_filter(keep)
-    keep = balance_filter(keep)
-    if require_agreement and balance_first:
-        keep = agreement_filter(keep)
-    kept = np.flatnonzero(keep)
-    out = Expansion([variants[j] for j in kept], np.asarray(ids, dtype=np.int64)[positions[kept]],
-                    probs[kept], labels[kept], stats)
-    stats.update(_summary(rejected, out, gold, positions[kept], agree_all, label_names, regression, labels))
+    labels = probs[:, 0].astype(np.float32) if regression else probs.argmax(-1).astype(np.int64)
+    agree = _agreement(labels, gold[positions], regression)
+    filters = _Filters(min_confidence, class_prior, regression, require_agreement, balance_first)
+    kept = np.flatnonzero(filters.keep(probs, labels, agree, rejected))
+    out = Expansion([variants[j] for j in kept], ids[positions[kept]], probs[kept], labels[kept], stats)
+    stats.summarise(labels, agree, kept, label_names, regression)
     return out
+
+
+def _warn_if_empty(result: GenerationResult, n_sources: int, generator) -> None:
+    if n_sources and not result.variants:
+        name = generator if isinstance(generator, str) else make_generator(generator).name
+        warnings.warn(f"Agora: generator {name!r} returned no variant for any of the {n_sources} "
+                      "source examples; nothing is added this time", AgoraWarning, stacklevel=3)
 
 
 def _agreement(teacher_labels, gold, regression) -> np.ndarray:
     if regression:
         return np.abs(np.asarray(teacher_labels, np.float64) - np.asarray(gold, np.float64)) <= 0.5
     return np.asarray(teacher_labels) == np.asarray(gold).astype(np.int64)
-
-
-def _summary(rejected, out: Expansion, gold, kept_positions, agree_all, label_names, regression,
-             scored_labels=None) -> dict:
-    summary = {"scored": 0 if agree_all is None else int(len(agree_all)), "kept": len(out.variants),
-               "rejected": dict(rejected)}
-    summary["agreement"] = float(agree_all.mean()) if agree_all is not None and len(agree_all) else None
-    agree_kept = _agreement(out.labels, gold[kept_positions], regression) if len(out.variants) else None
-    summary["agreement_kept"] = float(agree_kept.mean()) if agree_kept is not None else None
-    if not regression:
-        names = list(label_names) if label_names else [str(c) for c in range(int(out.labels.max(initial=-1)) + 1)]
-        summary["label_balance"] = {n: int((out.labels == c).sum()) for c, n in enumerate(names)}
-        if scored_labels is not None and agree_all is not None:
-            # per teacher label: variants scored and how many agree with their source's gold label (why
-            # class balancing can keep disagreeing rows: see the method card)
-            summary["agreement_by_label"] = {n: [int((scored_labels == c).sum()),
-                                                 int(((scored_labels == c) & agree_all).sum())]
-                                             for c, n in enumerate(names)}
-    return summary
 
 
 @dataclasses.dataclass
@@ -228,47 +206,50 @@ class Sources:
     labels: np.ndarray
 
     @classmethod
-    def of(cls, dm, split: str) -> "Sources":
-        return cls(*dm.inputs(split))
+    def of(cls, data: FitData, split: str) -> "Sources":
+        return cls(*data.inputs(split))
 
     def only(self, idx) -> "Sources":
         keep = np.isin(self.idx, np.asarray(idx, dtype=np.int64))
         return Sources(self.idx[keep], [x for x, k in zip(self.inputs, keep) if k], self.labels[keep])
 
 
-def known_inputs(dm, *more) -> set:
+def known_inputs(data: FitData, *more) -> set:
     """Inputs a variant must not repeat: D's, E_gen's and E_sel's (and ``more``: rows added so far)."""
     seen = set()
-    for split in (dm.card.train_split, "e_gen", "e_sel"):
-        seen.update(dm.inputs(split)[1])
+    for split in (data.card.train_split, "e_gen", "e_sel"):
+        seen.update(data.inputs(split)[1])
     for rows in more:
         seen.update(tuple(r) for r in rows)
     return seen
 
 
 class Expander:
-    """Agora's expansion step as the recipe sets it (``agora.*``, :class:`agora.config.AgoraConfig`),
-    shared by the in-run callback (after an epoch) and the search (between rounds).
+    """Agora's expansion step as the recipe sets it (``agora.*``, :class:`agora.config.AgoraConfig`), the
+    one step of the in-run callback (after an epoch) and of the search (between rounds): mistakes, the
+    inputs added so far and a key go in (:meth:`step`); a typed :class:`Expansion` comes out, with its
+    statistics and the teacher's counts.
 
     Args:
         acfg: the ``agora`` section (generator, variants per source, confidence, agreement, balance).
         card: the task card (labels, regression).
-        score: the teacher, ``list of inputs -> [n, C]`` probabilities (scores for regression).
+        teacher: the teacher S (:class:`agora.method.teacher.Teacher`: ``score``, ``forward_calls``,
+            ``cache.hits``).
         seed: the run's seed; each expansion's ``key`` (an epoch, a round) gives new variants.
 
-    A generator that draws from the unlabelled pool (``nearest``) is prepared with it first
+    A generator that draws from the unlabelled pool (``needs_pool``) is prepared with it first
     (:meth:`prepare`); its state (the pool rows it has returned) is ``generator.state_dict()``.
     """
 
-    def __init__(self, acfg, card, score: Callable[[list[Segments]], np.ndarray], seed: int):
-        self.acfg, self.card, self.score, self.seed = acfg, card, score, seed
+    def __init__(self, acfg, card, teacher, seed: int):
+        self.acfg, self.card, self.teacher, self.seed = acfg, card, teacher, seed
         self.regression = card.format == "regression"
         self.names = list(card.labels) if card.labels else [str(i) for i in range(card.num_labels)]
         self.generator = make_generator(acfg.generator, acfg.generator_settings)
 
     def prepare(self, pool, default_model: str | None, cache_dir) -> None:
         """Give a pool-drawing generator its pool (embedded once, cached under ``cache_dir``)."""
-        if getattr(self.generator, "needs_pool", False):
+        if self.generator.needs_pool:
             self.generator.prepare(pool, default_model=default_model, cache_dir=cache_dir)
 
     def sources(self, e_gen: Sources, d: Sources, mistakes) -> Sources:
@@ -282,6 +263,18 @@ class Expander:
             raise RuntimeError("agora.expand_from: mistakes needs the student's predictions on e_gen")
         return e_gen.only(mistakes)
 
+    def step(self, data: FitData, mistakes, key, added: Sequence[Segments] = ()) -> Expansion:
+        """One expansion: the sources ``agora.expand_from`` names (``mistakes``: idx of E_gen rows the
+        student gets wrong), their variants labelled by the teacher and filtered; variants already in D,
+        E or ``added`` (the rows added so far) are dropped. ``key`` (an epoch, a round) seeds G."""
+        d = Sources.of(data, self.card.train_split)
+        sources = self.sources(Sources.of(data, "e_gen"), d, mistakes)
+        seen = known_inputs(data, added)
+        with counting(self.teacher) as counts:
+            out = self(sources, key, seen, d.labels)
+        out.stats.teacher = counts
+        return out
+
     def __call__(self, sources: Sources, key, seen: set, d_labels: np.ndarray) -> Expansion:
         """Variants of ``sources`` labelled by the teacher and filtered (:func:`expand`); classes are
         balanced to ``d_labels``' proportions with ``balance_generated``."""
@@ -290,9 +283,24 @@ class Expander:
         if acfg.balance_generated and not self.regression:
             counts = np.bincount(np.asarray(d_labels, np.int64), minlength=self.card.num_labels)
             prior = counts / counts.sum()
-        return expand(sources.inputs, sources.idx, sources.labels, self.score, generator=self.generator,
-                      n_per_source=acfg.variants_per_mistake, seed=self.seed, key=key,
+        return expand(sources.inputs, sources.idx, sources.labels, self.teacher.score, generator=self.generator,
+                      variants_per_source=acfg.variants_per_source, seed=self.seed, key=key,
                       min_confidence=acfg.min_teacher_confidence,
                       class_prior=prior, label_names=None if self.regression else self.names,
                       regression=self.regression, seen=seen, require_agreement=acfg.require_agreement,
                       balance_first=acfg.balance_first)
+
+    def label_pool(self, pool, size: int, seed: int) -> Expansion:
+        """``size`` random rows of the unlabelled pool labelled by the teacher, every row kept
+        (``agora.pool_rows``: distillation on unlabelled data, no filter)."""
+        from agora.method.generators import stable_seed
+
+        rng = np.random.default_rng(stable_seed(seed, "pool_rows") % 2**32)
+        chosen = np.sort(rng.choice(len(pool), size=min(size, len(pool)), replace=False))
+        inputs = [pool.inputs[j] for j in chosen]
+        with counting(self.teacher) as counts:
+            probs = np.asarray(self.teacher.score(inputs), np.float32)
+        labels = probs[:, 0] if self.regression else probs.argmax(-1)
+        stats = ExpansionStats(sources=len(inputs), variants=len(inputs), scored=len(inputs), kept=len(inputs),
+                               teacher=counts)
+        return Expansion(inputs, np.full(len(inputs), -1, np.int64), probs, labels, stats)

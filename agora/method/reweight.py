@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from agora.errors import RecipeError
 
 
 def example_weights(
@@ -52,8 +51,11 @@ def example_weights(
     Returns:
         float64 ``[n]`` weights.
 
+    The settings (``gamma >= 0``, ``rho`` in [0, 1], ``kind``) are checked once, by the recipe's schema
+    (:class:`agora.config.AgoraConfig`), not on every call.
+
     Raises:
-        RecipeError (a ValueError): invalid gamma, rho or kind. ValueError: bad shapes or negative values.
+        ValueError: bad shapes or negative values.
 
     Example:
         >>> example_weights(np.array([0.1, 2.0, 0.5]), np.array([False, False, True]), gamma=1, rho=0.2).round(3)
@@ -63,12 +65,6 @@ def example_weights(
     gen = np.asarray(is_generated, dtype=bool).reshape(-1)
     if values.shape != gen.shape:
         raise ValueError(f"example_weights: {values.size} values but {gen.size} is_generated flags")
-    if not gamma >= 0:
-        raise RecipeError(f"agora reweighting gamma must be >= 0, got {gamma}")
-    if not 0 <= rho <= 1:
-        raise RecipeError(f"agora reweighting rho must be in [0, 1], got {rho}")
-    if kind not in ("loss", "error"):
-        raise RecipeError(f"agora reweighting kind must be 'loss' or 'error', got {kind!r}")
     n = values.size
     if n == 0:
         return np.zeros(0)

@@ -1,5 +1,5 @@
 """What a search leaves behind: the returned student's files, ``metrics.json``, ``report.md`` (a table per
-round, D's growth, teacher calls, replays, the final dev score) and PNG plots (matplotlib, Agg backend).
+round, D's growth, teacher forward calls, replays, the final dev score) and PNG plots (matplotlib, Agg backend).
 
 ```
 <run>/config.yaml, metrics.json, best/, predictions/   the returned student, as a single run leaves them
@@ -65,7 +65,7 @@ def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: st
         f"- rounds: {len(state.rounds)} (replays: {sum(1 for r in state.rounds if r.replay)}), "
         f"fits: {state.fits}, epochs: {state.epochs}",
         f"- D: {summary['d_original']} original rows + {state.d_rows} generated rows kept; "
-        f"teacher forward passes: {state.teacher_calls}",
+        f"teacher forward passes: {state.teacher_forward_calls}",
         "",
     ]
     lines += ["## Rounds", "", "| round | replay | θs trained | best E_sel | its dev | generated rows in D | decision | Θ left |",
@@ -106,12 +106,12 @@ def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: st
                 lines.append(f"**A tie decided this round**: {rnd.tie}.")
             added = rnd.added
             if added:
-                rejected = ", ".join(f"{k} {v}" for k, v in added.get("rejected", {}).items() if v)
-                lines.append(f"D grew by {added.get('kept', 0)} rows ({added.get('sources', 0)} sources, "
-                             f"{added.get('variants', 0)} variants; rejected: {rejected or 'none'}; "
-                             f"teacher agreement with gold {_pct(added.get('agreement'))}, "
-                             f"label balance {added.get('label_balance')}; teacher calls {added.get('teacher_calls', 0)}); "
-                             f"D's additions now {rnd.d_rows_after} rows.")
+                rejected = ", ".join(f"{k} {v}" for k, v in added.rejected.items() if v)
+                lines.append(f"D grew by {added.kept} rows ({added.sources} sources, "
+                             f"{added.variants} variants; rejected: {rejected or 'none'}; "
+                             f"teacher agreement with gold {_pct(added.agreement)}, "
+                             f"label balance {added.label_balance}; teacher forward calls "
+                             f"{added.teacher_forward_calls}); D's additions now {rnd.d_rows_after} rows.")
             lines.append("")
     lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     path = run_dir / "report.md"
@@ -202,10 +202,10 @@ def finish(cfg, card, run_dir: Path, state: SearchState, p, source: str, progres
         "search": {"best": best.model_dump(mode="json"), "selection_metric": selection, "eval_on": cfg.agora.eval_on,
                    "agora": cfg.agora.enabled, "rounds": len(state.rounds), "fits": state.fits,
                    "epochs": state.epochs, "stopped": state.stopped, "generated_rows": state.d_rows,
-                   "teacher_calls": state.teacher_calls, "replays": replays, "report": str(report)},
+                   "teacher_forward_calls": state.teacher_forward_calls, "replays": replays, "report": str(report)},
     })
     extra = {"selection (" + selection + ")": _pct(best.score), "rounds / fits": f"{len(state.rounds)} / {state.fits}",
-             "generated rows in D": str(state.d_rows), "teacher calls": str(state.teacher_calls),
+             "generated rows in D": str(state.d_rows), "teacher forward calls": str(state.teacher_forward_calls),
              "stopped": str(state.stopped), "report": str(report)}
     progress("\n" + rundir.summary_table(f"{card.name} search", {dev_metric: best.dev_score}, run_dir,
                                          best_dir if best_dir.is_dir() else None, extra))

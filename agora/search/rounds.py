@@ -42,7 +42,8 @@ from agora.method.extension import agora_extension
 from agora.search.plan import Plan, check_e_fits, plan
 from agora.search.report import SearchResult, finish
 from agora.search.space import describe, prune, rank_key
-from agora.search.state import Best, FitRecord, RoundRecord, SearchState, fingerprint
+from agora.method.generated import ExpansionStats, GeneratedRow
+from agora.search.state import AddedRecord, Best, FitRecord, RoundRecord, SearchState, fingerprint
 from agora.search.trial import Trial, TrialResult, TrialRunner, read_result
 
 
@@ -85,7 +86,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
 
     def save(st: SearchState) -> None:
         if grower is not None:
-            write_jsonl(added_path, grower.rows[: st.d_rows])
+            write_jsonl(added_path, grower.jsonl(st.d_rows))
         st.save(state_path)
 
     def make_trial(rnd: RoundRecord, tid: int) -> Trial:
@@ -94,7 +95,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
         extra = None
         if grower is not None and state.d_rows:  # D's additions as this round saw them (kept for reruns)
             extra = run_dir / "search" / f"added-{state.d_rows}.jsonl"
-            write_jsonl(extra, grower.rows[: state.d_rows])
+            write_jsonl(extra, grower.jsonl(state.d_rows))
         trial_cfg = theta_cfg.model_copy(update={
             "seed": theta_cfg.seed + rnd.seed_offset,
             "trainer": {**theta_cfg.trainer, "precision": precision.precision},
@@ -133,9 +134,13 @@ def default_runner(cfg: RunConfig, run_dir, progress=print) -> TrialRunner:
 class Grows(Protocol):
     """Grows D between rounds (:class:`agora.search.grow.Grower`); holds D's additions."""
 
-    rows: list[dict]
+    added: list[GeneratedRow]
 
-    def grow(self, mistakes: list[int], key: str) -> dict: ...
+    def keep(self, n: int) -> None: ...
+
+    def jsonl(self, n: int | None = None) -> list[dict]: ...
+
+    def grow(self, mistakes: list[int], key: str) -> ExpansionStats: ...
 
 
 class Rounds:
@@ -233,11 +238,11 @@ class Rounds:
         stop = self.stop_reason(rnd)
         if stop is None and self.grower is not None:
             best = rnd.fits[str(rnd.best)]
-            self.grower.rows = self.grower.rows[: state.d_rows]
+            self.grower.keep(state.d_rows)
             stats = self.grower.grow(best.mistakes, key=f"round-{rnd.round}")
-            rnd.added = stats
-            state.d_rows = len(self.grower.rows)
-            state.teacher_calls += int(stats.get("teacher_calls", 0))
+            rnd.added = AddedRecord(**stats.as_record(), seconds=stats.teacher.seconds)
+            state.d_rows = len(self.grower.added)
+            state.teacher_forward_calls += rnd.added.teacher_forward_calls
         rnd.d_rows_after = state.d_rows
         state.stopped = stop
         rnd.done = True

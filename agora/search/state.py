@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agora.errors import RecipeError
 from agora.files import write_json
@@ -57,6 +57,31 @@ class Best(_Record):
     loglik: float | None = None
 
 
+class AddedRecord(_Record):
+    """What the expansion after a round did (:class:`agora.method.generated.ExpansionStats`, flat)."""
+
+    sources: int = 0
+    variants: int = 0
+    scored: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = Field(default_factory=dict)
+    agreement: float | None = None
+    agreement_kept: float | None = None
+    label_balance: dict[str, int] | None = None
+    agreement_by_label: dict[str, list[int]] | None = None
+    teacher_forward_calls: int = 0
+    teacher_cache_hits: int = 0
+    seconds: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, data: Any) -> Any:
+        """A state written before the counter had one name says ``teacher_calls``."""
+        if isinstance(data, dict) and "teacher_calls" in data:
+            data = {**data, "teacher_forward_calls": data.get("teacher_forward_calls", data["teacher_calls"])}
+        return data
+
+
 class RoundRecord(_Record):
     """A round (or a replay of one): its θs and fits, then the decision taken when it closed."""
 
@@ -83,8 +108,8 @@ class RoundRecord(_Record):
     """θ id -> why it was pruned."""
     next_replay: int = 0
     remaining: list[int] | None = None
-    added: dict[str, Any] | None = None
-    """The expansion that grew D after this round (sources, variants, kept, rejections, teacher calls)."""
+    added: AddedRecord | None = None
+    """The expansion that grew D after this round."""
     d_rows_after: int | None = None
 
 
@@ -99,8 +124,17 @@ class SearchState(_Record):
     fits: int = 0
     epochs: int = 0
     d_rows: int = 0
-    teacher_calls: int = 0
+    teacher_forward_calls: int = 0
+    """Inputs the teacher scored to grow D (the fits' own counts are in their metrics.json)."""
     stopped: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, data: Any) -> Any:
+        """A state written before the counter had one name says ``teacher_calls``."""
+        if isinstance(data, dict) and "teacher_calls" in data and "teacher_forward_calls" not in data:
+            data = {**data, "teacher_forward_calls": data["teacher_calls"]}
+        return data
 
     def fit_of(self, trial: str) -> FitRecord:
         return next(f for r in self.rounds for f in r.fits.values() if f.trial == trial)

@@ -42,7 +42,7 @@ def agora_section(arm: str, agora_settings: dict, variants: dict[str, dict], bud
             raise ValueError("pool-kd needs the agora-nearest fit's teacher-labelled rows as its budget")
         return {"enabled": True, "expand_every_n_epochs": 0, "pool_rows": budget, **DISTIL}
     if arm == "tinybert":
-        return {"enabled": True, "expand_every_n_epochs": 3, "expand_from": "train", "variants_per_mistake": 4,
+        return {"enabled": True, "expand_every_n_epochs": 3, "expand_from": "train", "variants_per_source": 4,
                 "generator": "eda", "generated_targets": "soft", "balance_generated": False, "gamma": 0.0, **DISTIL}
     if arm == "agora-eda":
         return {"enabled": True, **agora_settings, "generator": "eda"}

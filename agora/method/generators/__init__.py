@@ -41,136 +41,60 @@ and runs, and counts rejected variants by reason (``band``, ``duplicate``, ``ide
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import inspect
-import random
 from collections.abc import Sequence
 
-from agora.config.space import BUILTIN_GENERATORS, import_object
 from agora.errors import RecipeError
-from agora.method.generators.common import (Generator, Segments, default_perturb_segments, keep, same_text,
-                                            stable_seed, token_jaccard)
+from agora.method.generators.base import BatchGenerator, FunctionGenerator, GenerationResult
+from agora.method.generators.common import (Generator, Segments, default_perturb_segments, same_text, stable_seed,
+                                            token_jaccard)
 from agora.method.generators.eda import eda
 from agora.method.generators.mlm import mlm
+from agora.method.generators.registry import GENERATORS, build, import_target, spec_of
 
-__all__ = ["BUILTIN_GENERATORS", "FunctionGenerator", "GenerationResult", "Generator", "Segments",
+__all__ = ["GENERATORS", "BatchGenerator", "FunctionGenerator", "GenerationResult", "Generator", "Segments",
            "default_perturb_segments", "eda", "generate", "make_generator", "mlm", "resolve_generator", "same_text",
            "stable_seed", "token_jaccard"]
 
 
 def resolve_generator(name: str | Generator) -> Generator:
-    """Return the generator called ``name``: ``"eda"``, ``"mlm"``, or an import path.
-
-    Import paths are ``"package.module:function"`` or ``"package.module.function"``.
-    A callable is returned unchanged.
+    """The per-input function a name stands for: a registered one (``"eda"``, ``"mlm"``) or an import path
+    (``"package.module:function"`` or ``"package.module.function"``); a callable is returned unchanged.
 
     Raises:
-        RecipeError (a ValueError): unknown built-in name, or an import path that cannot be imported.
+        RecipeError (a ValueError): an unknown name, an import path that cannot be imported, or a
+        generator that is not a per-input function (``nearest`` works on the pool: use
+        :func:`make_generator`).
     """
     if callable(name):
         return name
-    if name in ("eda", "mlm"):
-        return {"eda": eda, "mlm": mlm}[name]
-    if name in BUILTIN_GENERATORS:
-        raise RecipeError(f"generator {name!r} draws from the unlabelled pool: use make_generator({name!r}) and "
-                          "prepare it with the pool (agora.method.expand.Expander does)")
-    from agora.config.space import check_generator
-
     try:
-        check_generator(name)
+        spec = spec_of(name)
+        target = import_target(spec.target)
     except ValueError as err:
         raise RecipeError(str(err)) from None
-    return import_object(name, "generator")
+    if spec.needs_pool or isinstance(target, type):
+        raise RecipeError(f"generator {name!r} is not a per-input function: use make_generator({name!r}) and "
+                          "prepare it (agora.method.expand.Expander does)")
+    return target
 
 
-@dataclasses.dataclass
-class GenerationResult:
-    """Variants with the position of their source example and rejection counts by reason."""
-
-    variants: list[Segments]
-    sources: list[int]
-    rejected: dict[str, int]
-
-    def __len__(self) -> int:
-        return len(self.variants)
-
-    def __iter__(self):
-        """Yield ``(source position, variant)`` pairs."""
-        return iter(zip(self.sources, self.variants))
-
-
-class FunctionGenerator:
-    """A generator function (``eda``, ``mlm``, an import path) in the batch form every generator has:
-    ``prepare(pool, ...)`` (nothing to do for a function) then ``generate(rows, n, seed, keys)``."""
-
-    needs_pool = False
-
-    def __init__(self, fn: Generator, settings: dict | None = None, name: str | None = None):
-        self.fn, self.settings = fn, dict(settings or {})
-        self.name = name or getattr(fn, "__name__", repr(fn))
-
-    def prepare(self, pool=None, **context) -> None:
-        """Functions need no set-up."""
-
-    def generate(self, examples: Sequence[Segments], n: int, seed: int, keys: Sequence | None = None) -> GenerationResult:
-        """Up to ``n`` variants of every example; each example gets its own
-        ``random.Random(stable_seed(seed, key))`` (see :func:`generate`)."""
-        settings = dict(self.settings)
-        rejected: collections.Counter = collections.Counter({"band": 0, "duplicate": 0, "identical": 0})
-        try:
-            takes_counter = "rejected" in inspect.signature(self.fn).parameters
-        except (TypeError, ValueError):
-            takes_counter = False
-        if takes_counter:
-            settings["rejected"] = rejected
-        result = GenerationResult([], [], {})
-        for pos, example in enumerate(examples):
-            example = tuple(example)
-            rng = random.Random(stable_seed(seed, pos if keys is None else keys[pos]))
-            seen: set = set()
-            for variant in self.fn(example, rng, n, **settings)[:n]:
-                variant = tuple(variant)
-                if len(variant) != len(example):
-                    raise ValueError(
-                        f"generator {self.name!r} returned {len(variant)} segments for an input of {len(example)}"
-                    )
-                if keep(variant, example, seen, rejected):
-                    result.variants.append(variant)
-                    result.sources.append(pos)
-        result.rejected = dict(rejected)
-        return result
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Functions keep no state."""
-
-
-def make_generator(name, settings: dict | None = None):
-    """The generator a recipe names (``agora.generator`` with ``agora.generator_settings``), in its batch
-    form: :class:`FunctionGenerator` for functions, :class:`~agora.method.generators.nearest.NearestGenerator`
-    for ``nearest`` (it must be prepared with the unlabelled pool before it generates)."""
-    if name == "nearest":
-        from agora.method.generators.nearest import NearestGenerator
-
-        return NearestGenerator(**(settings or {}))
-    if hasattr(name, "generate") and hasattr(name, "prepare"):
-        return name
-    return FunctionGenerator(resolve_generator(name), settings, name if isinstance(name, str) else None)
+def make_generator(name, settings: dict | None = None) -> BatchGenerator:
+    """The generator a recipe names (``agora.generator`` with ``agora.generator_settings``), as a
+    :class:`BatchGenerator` (see :func:`agora.method.generators.registry.build`); one that
+    ``needs_pool`` must be prepared with the unlabelled pool before it generates."""
+    return build(name, settings)
 
 
 def generate(
     examples: Sequence[Segments],
     generator,
-    n_per_example: int,
+    variants_per_source: int,
     seed: int,
     keys: Sequence | None = None,
     **settings,
 ) -> GenerationResult:
     """Apply ``generator`` (a name, a function, or a prepared batch generator) to every example,
-    ``n_per_example`` variants each (at most).
+    ``variants_per_source`` variants each (at most).
 
     Each example gets its own ``random.Random(stable_seed(seed, key))``, where ``key`` is its
     position in ``examples`` (or ``keys[position]``, e.g. a dataset row id, so an example's
@@ -183,4 +107,4 @@ def generate(
     """
     if keys is not None and len(keys) != len(examples):
         raise ValueError(f"generate: {len(keys)} keys for {len(examples)} examples")
-    return make_generator(generator, settings).generate(examples, n_per_example, seed, keys)
+    return make_generator(generator, settings).generate(examples, variants_per_source, seed, keys)

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from agora.files import atomic_write
-from agora.method.generators import GenerationResult, Segments
+from agora.method.generators.base import BatchGenerator, GenerationResult
+from agora.method.generators.common import Segments
 
 
 class Embedder:
@@ -72,7 +73,7 @@ class Embedder:
         return out
 
 
-class NearestGenerator:
+class NearestGenerator(BatchGenerator):
     """The ``nearest`` generator (see the module docstring): ``prepare(pool, ...)``, then ``generate``."""
 
     needs_pool = True
