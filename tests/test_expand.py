@@ -193,3 +193,22 @@ def test_split_e_with_an_e_gen_size():
     assert not set(gen) & set(sel) and sorted({*d, *gen, *sel}) == list(range(100))
     with pytest.raises(RecipeError, match="e_gen_size"):
         split_e(labels, 50, seed=3, gen_size=50)
+
+
+def test_balance_by_source_balances_before_the_teacher_pays():
+    """``balance_by: source``: the variants are capped per source gold class before scoring, so every row
+    the teacher scores is kept (no confidence filter here); ``teacher`` balances after paying."""
+    prior = np.array([0.5, 0.5])
+    gold = [0, 0, 0, 1]  # three sources of class 0, one of class 1
+    teacher = FakeTeacher()
+    out = expand(SOURCES, [10, 11, 12, 13], gold, teacher, generator="eda", variants_per_source=4, seed=0, key=1,
+                 label_names=NAMES, class_prior=prior, balance_by="source")
+    by_source = {0: 0, 1: 0}
+    for sid in out.source_ids.tolist():
+        by_source[gold[sid - 10]] += 1
+    assert by_source[0] == by_source[1] == 4  # capped to the rare class's 4 variants
+    assert len(teacher.scored) == out.stats.scored == out.stats.kept == 8 and out.stats.rejected["balance"] == 8
+    late = FakeTeacher()
+    paid = expand(SOURCES, [10, 11, 12, 13], gold, late, generator="eda", variants_per_source=4, seed=0, key=1,
+                  label_names=NAMES, class_prior=prior)
+    assert len(late.scored) == 16 > paid.stats.kept  # balancing on the teacher's labels scores every variant

@@ -9,11 +9,10 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from agora.config.search_schema import (RAY_EXTRA, BudgetConfig, RayConfig, SearchConfig,  # noqa: F401
+                                        TrialConfig, _Section)
 
 
 class ModelConfig(_Section):
@@ -88,6 +87,32 @@ class TeacherConfig(_Section):
     """Teacher cache root; defaults to ``<data cache dir>/teacher`` (shared by runs and rounds)."""
 
 
+class SelectConfig(_Section):
+    """How Agora chooses the rows it adds (``agora.select``): made by the generator G from each source
+    (``by: generator``, the default), or chosen from the unlabelled pool where the student disagrees most
+    with the teacher (``by: disagreement``; needs ``data.unlabelled``). See :mod:`agora.method.select`."""
+
+    by: Literal["generator", "disagreement"] = "generator"
+    candidates: Literal["pool", "neighbours"] = "pool"
+    """``pool``: every pool row; ``neighbours``: the ``neighbours`` pool rows nearest to each source (E_gen's
+    mistakes, or what ``expand_from`` names), the source being the row's anchor."""
+    neighbours: int = Field(32, ge=1)
+    rows: int | None = Field(None, ge=1)
+    """Rows chosen per expansion; default ``variants_per_source`` x the sources (what G would have made)."""
+    confidence: Literal["weight", "gate", "none"] = "weight"
+    """How the teacher's confidence enters the ranking: ``weight`` multiplies the divergence by it;
+    ``gate`` keeps only rows at or above ``min_teacher_confidence`` (as does ``weight``); ``none``."""
+    per_anchor: int | None = Field(None, ge=1)
+    """At most this many rows per anchor (``candidates: neighbours``)."""
+    near_duplicate: float | None = Field(0.95, gt=0, le=1)
+    """Skip a candidate whose cosine similarity to a row of D, E or a row already chosen is above this
+    (None: no cut)."""
+    random_fraction: float = Field(0.0, ge=0, le=1)
+    """Share of each expansion's rows drawn uniformly from the pool instead of by rank."""
+    random_fraction_final: float | None = Field(None, ge=0, le=1)
+    """Given: the share moves linearly from ``random_fraction`` (first expansion) to this (last epoch)."""
+
+
 class AgoraConfig(_Section):
     """Settings of :class:`agora.method.callback.AgoraCallback`; see its method card and AGORA.md."""
 
@@ -119,13 +144,22 @@ class AgoraConfig(_Section):
     within 0.5): the teacher's own mistakes are not taught to the student."""
     balance_first: bool = False
     """With ``require_agreement``: balance classes before the agreement check (default: after it)."""
+    balance_by: Literal["teacher", "source"] = "teacher"
+    """What ``balance_generated`` balances on: the teacher's label, after it has scored every variant; or,
+    where the candidates are known before the teacher scores them (``nearest``), the source's gold
+    label, so the teacher is never asked about a row that is then thrown away."""
     balance_generated: bool = True
     """Cap each class of the generated rows to D's class proportions (classification). On by default:
     without it the generated rows follow the student's skew and a student can collapse to one class
     (``benches/results/EXPLORATION.md``)."""
-    pool_rows: int = Field(0, ge=0)
+    pool_rows: int | Literal["all"] = 0
     """Rows drawn at random from ``data.unlabelled``, labelled by the teacher and added to the training
-    rows when the fit starts (distillation on unlabelled data; 0: none)."""
+    rows when the fit starts (distillation on unlabelled data; 0: none; ``all``: the whole pool, each
+    epoch drawing its |D| rows uniformly from D and the pool, under the ``rho`` cap)."""
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    expand_at_start: bool = False
+    """Expand once before the first epoch too (from the pre-trained student's mistakes and disagreement),
+    so the added rows get as many draws as rows given at the start."""
     # -- distil
     alpha: float = Field(0.5, ge=0, le=1)
     """Weight of the soft (teacher) term; 0 = hard labels only."""
@@ -154,6 +188,13 @@ class AgoraConfig(_Section):
             data = {("variants_per_source" if k == "variants_per_mistake" else k): v for k, v in data.items()}
         return data
 
+    @field_validator("pool_rows")
+    @classmethod
+    def _pool_rows(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"give a number of rows >= 0, or 'all' (got {value})")
+        return value
+
     @field_validator("generator")
     @classmethod
     def _generator_exists(cls, value: str) -> str:
@@ -163,13 +204,15 @@ class AgoraConfig(_Section):
         return value
 
     def needs_pool(self) -> bool:
-        """The generator draws from the unlabelled pool (declared in its registry entry)."""
+        """Agora draws from the unlabelled pool: the generator (declared in its registry entry), or
+        ``select.by: disagreement``."""
         from agora.method.generators.registry import spec_of
 
-        return self.enabled and spec_of(self.generator).needs_pool
+        return self.enabled and (spec_of(self.generator).needs_pool or self.select.by == "disagreement")
 
     def needs_teacher(self) -> bool:
-        return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0 or self.pool_rows > 0)
+        return self.enabled and (self.alpha > 0 or self.expand_every_n_epochs > 0 or bool(self.pool_rows)
+                                 or self.expand_at_start)
 
 
 class OutputConfig(_Section):
@@ -183,112 +226,6 @@ class OutputConfig(_Section):
     overwrite: bool = False
     """Run into a ``dir`` that holds an earlier run (finished or not): its outputs are deleted first. Without
     it (and without ``resume_from``) such a dir is refused, so a finished run is never replaced by accident."""
-
-
-class BudgetConfig(_Section):
-    """What the search may spend; printed before the first fit (see :func:`agora.search.plan`)."""
-
-    max_thetas: int | None = Field(None, ge=1)
-    """Size of Θ at the start; a larger grid is thinned to a seeded sample (kept in grid order)."""
-    max_fits: int | None = Field(None, ge=1)
-    """Fits in the whole search, replays included; a round that does not fit in what is left is not started."""
-    max_epochs: int | None = Field(None, ge=1)
-    """Training epochs in the whole search (fits x ``trainer.max_epochs``)."""
-
-
-RAY_EXTRA = "pip install 'agora-finetune[ray]'"
-"""How to install what ``search.runner: ray`` needs."""
-
-
-class RayConfig(_Section):
-    """Where the fits of a search run with ``search.runner: ray`` (:mod:`agora.search.ray_runner`)."""
-
-    address: str | None = None
-    """``null``: start a local Ray with this machine's resources (listening on loopback only); ``auto``:
-    join the cluster this machine belongs to (``ray start``); ``host:port`` or ``ray://host:port``: join
-    that cluster."""
-    cpus_per_trial: float = Field(1, gt=0)
-    """CPUs Ray reserves for each fit; a fit uses that many torch threads (at least 1)."""
-    gpus_per_trial: float = Field(0, ge=0)
-    """GPUs Ray reserves for each fit (a fraction shares a GPU between fits)."""
-    max_concurrent_trials: int | None = Field(None, ge=1)
-    """Fits of a round running at once; default: as many as the resources allow."""
-    storage_path: str | None = None
-    """Where the fits' run dirs land when the machines share no filesystem with this one (a path every
-    node sees, or a URI such as ``s3://bucket/agora``); the driver gathers each into ``output.dir``.
-    Default: the fits write straight into ``output.dir`` (one machine, or ``output.dir`` on a shared disk)."""
-    max_failures: int = Field(2, ge=0)
-    """Times a fit is restarted after its worker was lost (Ray Tune's ``FailureConfig``); an exception
-    or a NaN in the fit itself is not retried: the fit is recorded as failed and pruned."""
-
-    @field_validator("address")
-    @classmethod
-    def _address_form(cls, value: str | None) -> str | None:
-        if value is None or value == "auto" or value.startswith("ray://"):
-            return value
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"search.ray.address {value!r}: give null (a local Ray), 'auto' (the cluster of this "
-                             "machine), 'host:port' or 'ray://host:port'")
-        return value
-
-
-class SearchConfig(_Section):
-    """Agora's rounds over Θ (AGORA.md, "The loop"); see :mod:`agora.search`.
-
-    Θ is a grid (``space``: dotted recipe key -> values, most influential key first) or an explicit
-    list (``trials``: mappings with the same keys, ordered as in the first). Any recipe field can be
-    searched (``optim.lr``, ``seed``, ``data.batch_size``, ``agora.alpha``, ``trainer.max_epochs``).
-    """
-
-    space: dict[str, list[Any]] = Field(default_factory=dict)
-    trials: list[dict[str, Any]] = Field(default_factory=list)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    min_prune_fraction: float = Field(0.25, ge=0, le=1)
-    """Safeguard: each pruning removes at least this share of Θ (rounded up)."""
-    max_replays: int = Field(2, ge=0)
-    """Replays of a round whose best E_sel score did not improve (fresh seeds, fresh G samples)."""
-    max_rounds: int | None = Field(None, ge=1)
-    """Stop after this many rounds (replays included); default: until Θ is empty."""
-    replay_seed_offset: int = Field(1000, ge=1)
-    """A replay's fits use seed + offset x replay number."""
-    runner: Literal["local", "ray"] = "local"
-    """Where the fits run: ``local``, one after the other in this process; ``ray``, the fits of a round
-    at once as the trials of a Ray Tune experiment (``search.ray``; needs ``agora-finetune[ray]``). The
-    search is the same either way (same θs, seeds, E, pruning, replays)."""
-    ray: RayConfig = Field(default_factory=RayConfig)
-
-    @field_validator("runner")
-    @classmethod
-    def _ray_installed(cls, value: str) -> str:
-        import importlib.metadata
-
-        if value == "ray":
-            try:
-                importlib.metadata.distribution("ray")
-            except importlib.metadata.PackageNotFoundError:
-                raise ValueError(f"search.runner: ray needs Ray, which is not installed: {RAY_EXTRA} "
-                                 "(or set search.runner: local)") from None
-        return value
-
-    @model_validator(mode="after")
-    def _one_theta_source(self) -> "SearchConfig":
-        from agora.config.space import check_space
-
-        check_space(self.space, self.trials)
-        return self
-
-
-class TrialConfig(_Section):
-    """Written by the search (:mod:`agora.search`) into the recipe of each of its fits, so a fit
-    reruns alone from its ``config.yaml``; leave it out of recipes of your own."""
-
-    e_seed: int
-    """E is carved from train with this seed, the same for every θ, Agora on or off (the plain
-    baseline is ranked on the same E_sel); the fit keeps its best epoch by E_sel (dev with
-    ``agora.eval_on: dev``)."""
-    extra_rows: str | None = None
-    """JSONL of rows (``idx``, ``inputs``, ``label``) appended to D after E is carved: D's additions."""
 
 
 class RunConfig(_Section):
@@ -333,7 +270,8 @@ class RunConfig(_Section):
         a = self.agora
         if a.enabled and not self.data.unlabelled:
             if a.needs_pool():
-                raise ValueError(f"agora.generator: {a.generator} draws from unlabelled rows: set data.unlabelled "
+                what = "select.by: disagreement" if a.select.by == "disagreement" else f"generator: {a.generator}"
+                raise ValueError(f"agora.{what} draws from unlabelled rows: set data.unlabelled "
                                  "(a file in the task's own format, or 'train')")
             if a.pool_rows:
                 raise ValueError("agora.pool_rows draws from unlabelled rows: set data.unlabelled "

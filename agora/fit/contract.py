@@ -7,7 +7,8 @@ reads them only through these two protocols, which :class:`agora.data.datamodule
 - :class:`FitData`: the task's rows as text (``inputs``), the rows a method adds tokenized like D
   (``tokenize_rows``), the unlabelled pool, the evaluation set E, and ``use_training_rows`` to serve
   D plus what the method adds (:class:`agora.data.datamodule.TrainingRows`);
-- :class:`FitModule`: the last evaluation of every scored split (``last_eval``).
+- :class:`FitModule`: the last evaluation of every scored split (``last_eval``), and the student's
+  logits for any tokenized rows (``logits_of``: a method scoring candidates).
 
 The end of an epoch is told by Lightning's public ``trainer.is_last_batch``.
 """
@@ -60,3 +61,6 @@ class FitModule(Protocol):
 
     last_eval: dict[str, dict[str, np.ndarray]]
     """Split name -> its last gathered evaluation (``idx``, ``logits``, ``labels``), after every validation."""
+
+    def logits_of(self, rows: datasets.Dataset, batch_size: int = 128) -> np.ndarray:
+        """The student's logits for tokenized rows (eval mode, no gradients), in their order."""

@@ -193,6 +193,27 @@ class AgoraModule(L.LightningModule):
         for name in self.predict_names:
             self.predictions[name] = self._gathered(f"pred:{name}")
 
+    def logits_of(self, rows, batch_size: int = 128) -> np.ndarray:
+        """The model's logits for tokenized ``rows`` (a Dataset with the token columns), in their order, in
+        eval mode and fp32 without gradients (a method scoring candidate rows); train mode is restored."""
+        from agora.data.batches import Collator, Rows
+
+        lengths = np.asarray(rows.with_format("numpy")["length"])
+        order = np.argsort(lengths, kind="stable")
+        collate = Collator(self.model.config.pad_token_id or 0, self.card.format == "regression")
+        view, out, training = Rows(rows), [None] * len(order), self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size].tolist()
+                    batch = {k: v.to(self.device) for k, v in collate(view.__getitems__(chunk)).items()}
+                    for pos, row in zip(chunk, self(batch).float().cpu().numpy()):
+                        out[pos] = row
+        finally:
+            self.train(training)
+        return np.stack(out) if out else np.zeros((0, 1), np.float32)
+
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):
         opt = self.cfg.optim

@@ -62,7 +62,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from agora.config import RunConfig
 from agora.data.cards import TaskCard
@@ -72,19 +71,11 @@ from agora.files import plain, write_jsonl
 from agora.fit.contract import FitData, FitModule
 from agora.fit.module import gather_objects, merge_by_idx
 from agora.method.expand import AgoraWarning, Expander, Sources
-from agora.method.generated import Expansion, TeacherCounts, counting
-from agora.method.reweight import example_weights, weight_stats
+from agora.method.generated import Expansion, TeacherCounts, counting, flat_record
+from agora.method.reweight import example_weights, per_example_stats, weight_stats
+from agora.method.select import Selector, random_share
 from agora.method.teacher import attach_teacher, build_teacher
 from agora.method.training_set import TrainingSet
-
-
-def per_example_stats(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss, error)`` per row against the hard label, fp32 on the logits' device: CE (squared
-    error for regression) and 0/1 (argmax != label; ``|prediction - label| > 0.5`` for regression)."""
-    logits = logits.detach().float()
-    if regression:
-        return (logits[:, 0] - labels.float()) ** 2, ((logits[:, 0] - labels.float()).abs() > 0.5).float()
-    return F.cross_entropy(logits, labels.long(), reduction="none"), (logits.argmax(-1) != labels).float()
 
 
 class AgoraCallback(L.Callback):
@@ -116,6 +107,8 @@ class AgoraCallback(L.Callback):
         self.evalset = EvalSet.of(cfg, card)
         self.teacher = teacher if teacher is not None else (build_teacher(cfg, card) if acfg.needs_teacher() else None)
         self.expander = Expander(acfg, card, self.teacher, cfg.seed) if self.teacher is not None else None
+        by_disagreement = self.expander is not None and acfg.select.by == "disagreement"
+        self.selector = Selector(self.expander) if by_disagreement else None
         self.output_dir = output_dir
         self.dm: FitData | None = None
         self.training_set: TrainingSet | None = None
@@ -130,6 +123,7 @@ class AgoraCallback(L.Callback):
         """What the teacher did when the fit started: D scored, pool rows drawn (and its counts)."""
         self._batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._resumed_inside_epoch = False
+        self._max_epochs: int | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -142,7 +136,7 @@ class AgoraCallback(L.Callback):
         if not isinstance(pl_module, FitModule):
             raise RuntimeError("AgoraCallback reads the student's evaluations from last_eval "
                                "(agora.fit.contract.FitModule): fit a TaskModule")
-        self.dm, self.rank = dm, trainer.global_rank
+        self.dm, self.rank, self._max_epochs = dm, trainer.global_rank, trainer.max_epochs
         self._check_trainer(trainer)
         names = list(self.card.labels) if self.card.labels and self.card.format != "multiple_choice" else None
         train = self.card.train_split
@@ -150,20 +144,43 @@ class AgoraCallback(L.Callback):
                                         self.regression, self.acfg.reweight_mode)
         if self.teacher is not None and self.rank == 0:
             attach_teacher(self.teacher, self.cfg, str(trainer.strategy.root_device))
-            if self.expander is not None:  # a pool-drawing generator embeds the pool now (cached)
-                from agora.paths import cache_dir
-
-                self.expander.prepare(dm.pool, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
+            self._prepare(dm)
         self._score_at_start(trainer, dm)
+        if self.acfg.expand_at_start and self._pending is None and -1 not in self.epochs_done:
+            self._expand_at_start(trainer, pl_module)
         if self._pending is not None:
             self.training_set.load_state_dict(self._pending)
-            if self.expander is not None and self.rank == 0:
-                self.expander.generator.load_state_dict(self._pending.get("generator", {}))
+            self._load_generator_state(self._pending.get("generator", {}))
             self._pending = None
         if len(self.last_loss) != len(self.training_set):
             self.last_loss = np.full(len(self.training_set), np.nan)
             self.last_error = np.full(len(self.training_set), np.nan)
         dm.use_training_rows(self.training_set)
+
+    def _prepare(self, dm: FitData) -> None:
+        """Rank 0: a pool-drawing generator, or the selector, embeds the pool now (cached)."""
+        from agora.paths import cache_dir
+
+        if self.expander is not None:
+            self.expander.prepare(dm.pool, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
+        if self.selector is not None:
+            self.selector.prepare(dm, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
+
+    def _expand_at_start(self, trainer, pl_module: FitModule) -> None:
+        """``expand_at_start``: one expansion before the first epoch, from the pre-trained student (its
+        mistakes on E_gen, its disagreement with the teacher), recorded as epoch -1."""
+        record: dict[str, Any] = {"epoch": -1}
+        if self.rank == 0:
+            idx, _, labels = self.dm.inputs(self.evalset.gen)
+            logits = pl_module.logits_of(self.dm.tokenized_split(self.evalset.gen))
+            mistakes = find_mistakes(logits, labels, self.regression)
+            record["e_gen_rows"], record["mistakes"] = int(len(mistakes)), int(mistakes.sum())
+            self._mistake_idx = idx[mistakes]
+        expansion = trainer.strategy.broadcast(self._expand(-1, pl_module) if self.rank == 0 else None)
+        self._add(expansion, -1, record)
+        self.epochs_done.append(-1)
+        record["generated_total"] = len(self.training_set.gen_inputs)
+        self.history.append(record)
 
     @staticmethod
     def _check_trainer(trainer) -> None:
@@ -228,7 +245,7 @@ class AgoraCallback(L.Callback):
         last = trainer.max_epochs not in (None, -1) and epoch + 1 >= trainer.max_epochs
         n = self.acfg.expand_every_n_epochs
         if n > 0 and (epoch + 1) % n == 0 and not last:
-            expansion = trainer.strategy.broadcast(self._expand(epoch) if self.rank == 0 else None)
+            expansion = trainer.strategy.broadcast(self._expand(epoch, pl_module) if self.rank == 0 else None)
             self._add(expansion, epoch, record)
         self._reweight(trainer, record)
         self.epochs_done.append(epoch)
@@ -260,9 +277,16 @@ class AgoraCallback(L.Callback):
         else:
             self._mistake_idx = None
 
-    def _expand(self, epoch: int) -> Expansion:
-        """Rank 0: the expansion step (generator + teacher); its result is broadcast to every rank."""
-        return self.expander.step(self.dm, self._mistake_idx, epoch, self.training_set.gen_inputs)
+    def _expand(self, epoch: int, pl_module: FitModule) -> Expansion:
+        """Rank 0: the expansion step (generator or selector, and the teacher); its result is broadcast to
+        every rank."""
+        if self.selector is None:
+            return self.expander.step(self.dm, self._mistake_idx, epoch, self.training_set.gen_inputs)
+        scfg, n = self.acfg.select, self.acfg.expand_every_n_epochs
+        first = -1 if self.acfg.expand_at_start else max(n - 1, 0)
+        last = (self._max_epochs or 1) - 2
+        share = random_share(scfg.random_fraction, scfg.random_fraction_final, epoch, first, last)
+        return self.selector.step(self.dm, pl_module.logits_of, self._mistake_idx, epoch, share)
 
     def _add(self, expansion: Expansion, epoch: int, record: dict) -> None:
         record.update(expansion.stats.as_record())
@@ -286,12 +310,7 @@ class AgoraCallback(L.Callback):
             raise RuntimeError(f"AgoraCallback: ranks disagree on the generated rows or weights after epoch {epoch}")
 
     def _log(self, trainer, record: dict) -> None:
-        flat = {}
-        for key, value in record.items():
-            if isinstance(value, dict):
-                flat.update({f"agora/{key}_{k}": v for k, v in value.items() if isinstance(v, (int, float))})
-            elif isinstance(value, (int, float)) and key != "epoch":
-                flat[f"agora/{key}"] = value
+        flat = flat_record(record, "agora")
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(flat, step=trainer.global_step)
@@ -325,6 +344,8 @@ class AgoraCallback(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         generator = self.expander.generator.state_dict() if self.expander is not None else {}
+        if self.selector is not None:
+            generator = {**generator, "selected": self.selector.state_dict()}
         return {
             **(self.training_set.state_dict() if self.training_set is not None else self._pending or {}),
             "generator": generator,
@@ -336,11 +357,17 @@ class AgoraCallback(L.Callback):
             "epoch_batches": [torch.cat([b[i].cpu() for b in self._batches]) for i in range(3)] if self._batches else None,
         }
 
+    def _load_generator_state(self, state: dict) -> None:
+        """Rank 0: the pool rows the generator (and the selector) returned before the checkpoint."""
+        if self.expander is not None and self.rank == 0:
+            self.expander.generator.load_state_dict(state)
+            if self.selector is not None:
+                self.selector.load_state_dict(state.get("selected", {}))
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.training_set is not None:
             self.training_set.load_state_dict(state)
-            if self.expander is not None and self.rank == 0:
-                self.expander.generator.load_state_dict(state.get("generator", {}))
+            self._load_generator_state(state.get("generator", {}))
         else:
             self._pending = state
         n = len(self.training_set) if self.training_set is not None else None

@@ -137,6 +137,7 @@ def expand(
     seen: set | None = None,
     require_agreement: bool = False,
     balance_first: bool = False,
+    balance_by: str = "teacher",
 ) -> Expansion:
     """Generate variants of ``sources``, label them with ``score`` (the teacher), filter them.
 
@@ -147,30 +148,25 @@ def expand(
         score: ``list of inputs -> [n, C]`` teacher probabilities (``[n, 1]`` scores for regression).
         generator: a name (``eda``, ``mlm``, an import path) or a generator; see agora.method.generators.
         variants_per_source: variants wanted per source.
-        seed, key: the RNG of a source is seeded from ``(seed, key, source id)``.
-        settings: keyword settings of the generator.
-        min_confidence: drop rows whose largest teacher probability is below it.
-        class_prior: D's label proportions; given, classes are balanced to it.
-        label_names: names for ``stats.label_balance`` (defaults to the class ids).
-        regression: teacher outputs are scores; no confidence filter or balancing.
-        seen: inputs already in the training data; variants among them are dropped. Not modified.
-        require_agreement: drop rows whose teacher label disagrees with their source's gold label.
-        balance_first: balance classes before the agreement check (default: after it).
+        seed, key, settings: a source's RNG is seeded from ``(seed, key, source id)``; G's keyword settings.
+        min_confidence, class_prior: drop rows whose largest teacher probability is below it; balance
+            classes to D's label proportions (given).
+        label_names, regression: names for ``stats.label_balance``; scores, not classes (no balancing).
+        seen: inputs already in the training data (not modified); variants among them are dropped.
+        require_agreement, balance_first, balance_by: drop rows whose teacher label disagrees with their
+            source's gold label; balance before that check; balance on the teacher's labels (``teacher``)
+            or, before it scores, on the sources' gold labels (``source``: none is scored in vain).
 
-    Returns:
-        An :class:`Expansion`. Warns with :class:`AgoraWarning` when G returns nothing for every source.
+    Returns an :class:`Expansion`; warns (:class:`AgoraWarning`) when G returns nothing for every source.
     """
-    ids = np.asarray([int(i) for i in source_ids], dtype=np.int64)
-    gold = np.asarray(source_labels)
-    result = make_generator(generator, settings).generate(list(sources), variants_per_source, seed,
-                                                          [[key, int(i)] for i in ids])
+    ids, gold = np.asarray([int(i) for i in source_ids], dtype=np.int64), np.asarray(source_labels)
+    keys = [[key, i] for i in ids.tolist()]
+    result = make_generator(generator, settings).generate(list(sources), variants_per_source, seed, keys)
     _warn_if_empty(result, len(sources), generator)
-    rejected = {reason: 0 for reason in REJECT_REASONS}
-    rejected.update({k: int(v) for k, v in result.rejected.items()})
-    fresh = [j for j, v in enumerate(result.variants) if v not in (seen or set())]
-    rejected["seen"] = len(result.variants) - len(fresh)
-    variants = [result.variants[j] for j in fresh]
-    positions = np.asarray([result.sources[j] for j in fresh], dtype=np.int64)
+    variants, positions, rejected = _fresh(result, seen or set())
+    if balance_by == "source" and class_prior is not None and not regression:
+        variants, positions = _balance_on_sources(variants, positions, gold, class_prior, rejected)
+        class_prior = None
     stats = ExpansionStats(sources=len(sources), variants=len(result.variants), rejected=rejected)
     if not variants:
         return Expansion.empty(1 if regression else len(label_names or []), regression, stats, label_names)
@@ -181,7 +177,25 @@ def expand(
     kept = np.flatnonzero(filters.keep(probs, labels, agree, rejected))
     out = Expansion([variants[j] for j in kept], ids[positions[kept]], probs[kept], labels[kept], stats)
     stats.summarise(labels, agree, kept, label_names, regression)
+    stats.anchors = len(set(out.source_ids.tolist()))
     return out
+
+
+def _fresh(result: GenerationResult, seen: set) -> tuple[list[Segments], np.ndarray, dict[str, int]]:
+    """G's variants not in ``seen``, their sources' positions, and the rejections so far by reason."""
+    rejected = {reason: 0 for reason in REJECT_REASONS}
+    rejected.update({k: int(v) for k, v in result.rejected.items()})
+    fresh = [j for j, v in enumerate(result.variants) if v not in seen]
+    rejected["seen"] = len(result.variants) - len(fresh)
+    return [result.variants[j] for j in fresh], np.asarray([result.sources[j] for j in fresh], np.int64), rejected
+
+
+def _balance_on_sources(variants, positions, gold, class_prior, rejected) -> tuple[list[Segments], np.ndarray]:
+    """``balance_by: source``: cap the variants per source gold class to ``class_prior`` before the teacher
+    scores them (earlier variants first)."""
+    keep = balance_mask(gold[positions].astype(np.int64), -np.arange(len(variants), dtype=np.float64), class_prior)
+    rejected["balance"] = int((~keep).sum())
+    return [v for v, k in zip(variants, keep) if k], positions[keep]
 
 
 def _warn_if_empty(result: GenerationResult, n_sources: int, generator) -> None:
@@ -288,15 +302,18 @@ class Expander:
                       min_confidence=acfg.min_teacher_confidence,
                       class_prior=prior, label_names=None if self.regression else self.names,
                       regression=self.regression, seen=seen, require_agreement=acfg.require_agreement,
-                      balance_first=acfg.balance_first)
+                      balance_first=acfg.balance_first, balance_by=acfg.balance_by)
 
-    def label_pool(self, pool, size: int, seed: int) -> Expansion:
-        """``size`` random rows of the unlabelled pool labelled by the teacher, every row kept
-        (``agora.pool_rows``: distillation on unlabelled data, no filter)."""
+    def label_pool(self, pool, size: int | str, seed: int) -> Expansion:
+        """``size`` random rows of the unlabelled pool (``all``: every row) labelled by the teacher, every
+        row kept (``agora.pool_rows``: distillation on unlabelled data, no filter)."""
         from agora.method.generators import stable_seed
 
-        rng = np.random.default_rng(stable_seed(seed, "pool_rows") % 2**32)
-        chosen = np.sort(rng.choice(len(pool), size=min(size, len(pool)), replace=False))
+        if size == "all":
+            chosen = np.arange(len(pool))
+        else:
+            rng = np.random.default_rng(stable_seed(seed, "pool_rows") % 2**32)
+            chosen = np.sort(rng.choice(len(pool), size=min(size, len(pool)), replace=False))
         inputs = [pool.inputs[j] for j in chosen]
         with counting(self.teacher) as counts:
             probs = np.asarray(self.teacher.score(inputs), np.float32)

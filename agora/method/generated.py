@@ -74,6 +74,14 @@ class ExpansionStats:
     """Kept rows per teacher label (classification)."""
     agreement_by_label: dict[str, list[int]] | None = None
     """Per teacher label: ``[variants scored, of which agree with the source's gold label]``."""
+    anchors: int | None = None
+    """Distinct sources (anchors) of the kept rows."""
+    near_duplicate_rate: float | None = None
+    """Share of the candidates considered that were skipped as near-duplicates (selection only)."""
+    random: int | None = None
+    """Kept rows drawn uniformly from the pool rather than by rank (selection only)."""
+    student_seconds: float | None = None
+    """The student's pass over the candidates (selection only)."""
     teacher: TeacherCounts = dataclasses.field(default_factory=TeacherCounts)
 
     def summarise(self, labels: np.ndarray, agree: np.ndarray, kept: np.ndarray, label_names, regression: bool) -> None:
@@ -155,3 +163,15 @@ class GeneratedRow:
     def from_json(cls, row: dict[str, Any]) -> "GeneratedRow":
         return cls(int(row["idx"]), tuple(row["inputs"]), row["label"], list(row.get("teacher_probs", [])),
                    int(row.get("source_idx", -1)), row.get("key", row.get("epoch", 0)))
+
+
+def flat_record(record: dict[str, Any], prefix: str) -> dict[str, float]:
+    """A per-epoch record as logger metrics: numbers as ``<prefix>/<key>``, a dict's numbers as
+    ``<prefix>/<key>_<inner key>``; the epoch itself and anything else (lists, text, None) left out."""
+    flat: dict[str, float] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update({f"{prefix}/{key}_{k}": v for k, v in value.items() if isinstance(v, (int, float))})
+        elif isinstance(value, (int, float)) and key != "epoch":
+            flat[f"{prefix}/{key}"] = value
+    return flat

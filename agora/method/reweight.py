@@ -28,6 +28,8 @@ Hyperparameters: ``gamma`` (strength, e.g. 0..2), ``rho`` in [0, 1] (share of ge
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 
@@ -100,3 +102,12 @@ def weight_stats(w: np.ndarray, is_generated: np.ndarray) -> dict[str, float]:
         "n": int(w.size),
         "n_generated": int(gen.sum()),
     }
+
+
+def per_example_stats(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, error)`` per row against the hard label, fp32 on the logits' device: CE (squared
+    error for regression) and 0/1 (argmax != label; ``|prediction - label| > 0.5`` for regression)."""
+    logits = logits.detach().float()
+    if regression:
+        return (logits[:, 0] - labels.float()) ** 2, ((logits[:, 0] - labels.float()).abs() > 0.5).float()
+    return F.cross_entropy(logits, labels.long(), reduction="none"), (logits.argmax(-1) != labels).float()
