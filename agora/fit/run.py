@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
@@ -123,12 +122,10 @@ def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = N
         raise_test_only(card)
     cfg, precision = with_resolved_precision(cfg)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    try:
+    with rundir.shared_with_ranks(run_dir):
         claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from, "from checkpoints/last.ckpt")
         resume = ResumePoint.read(resume_path(cfg.output.resume_from, run_dir)) if cfg.output.resume_from else None
         return _fit(cfg, card, precision, claimed, resume, source, extend)
-    finally:
-        os.environ.pop("AGORA_RUN_DIR", None)
 
 
 def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, source, extend) -> RunResult:
@@ -282,10 +279,20 @@ def uses_ddp(trainer: dict) -> bool:
     return strategy.startswith("ddp") and devices not in (1, "1", [0]) or int(trainer.get("num_nodes", 1)) > 1
 
 
+class Job(Protocol):
+    """A fit for :class:`LocalRunner` (the search's :class:`agora.search.trial.Trial`)."""
+
+    name: str
+    cfg: RunConfig
+    run_dir: Path
+    seconds: float | None
+    """Its wall time, set by the runner when the fit finishes."""
+
+
 class LocalRunner:
     """Fits one after the other on this machine (the search's default runner).
 
-    A job is anything with ``name``, ``cfg`` (a typed recipe) and ``run_dir``; its recipe is saved
+    A job (:class:`Job`) has a ``name``, a typed recipe ``cfg`` and a ``run_dir``; its recipe is saved
     as ``<run_dir>/recipe.yaml`` (it reruns the fit alone) and its printed output goes to
     ``<run_dir>/fit.log``. A fit runs in this process, or, when its ``trainer:`` asks for several
     devices with a DDP strategy, as ``python -m agora.cli recipe.yaml`` in a child process so that
@@ -296,7 +303,7 @@ class LocalRunner:
     def __init__(self, extend: Extend | None = None):
         self.extend = extend
 
-    def run(self, jobs: Iterable, done: Callable[[Any, str | None], None]) -> None:
+    def run(self, jobs: Iterable[Job], done: Callable[[Job, str | None], None]) -> None:
         """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds`` (an
         exception stops the loop)."""
         import time
@@ -307,7 +314,10 @@ class LocalRunner:
             job.seconds = time.perf_counter() - start
             done(job, None)
 
-    def run_one(self, job) -> None:
+    def close(self) -> None:
+        """Nothing to release: every fit ran in this process or in a child process that has exited."""
+
+    def run_one(self, job: Job) -> None:
         import yaml
 
         if job.run_dir.exists():  # a fit killed midway: start it again

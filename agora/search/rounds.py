@@ -92,7 +92,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
             claimed.release()  # no fit finished: no stray run dir
         raise
     finally:
-        if owned and hasattr(runner, "close"):
+        if owned:
             runner.close()
     return finish(cfg, card, run_dir, state, p, source, progress, precision)
 
@@ -215,7 +215,7 @@ class Rounds:
         self.save(state)
         if self.on_fit is not None:  # after the save: a kill in between never loses the saved best's export
             self.on_fit(record, state)
-        self.progress(progress_line(self.plan, state, rnd, record, new_best, getattr(trial, "seconds", None)))
+        self.progress(progress_line(self.plan, state, rnd, record, new_best, trial.seconds))
 
     def close(self, rnd: RoundRecord) -> None:
         """Rank the round, decide replay or pruning, check the stopping rules, grow D."""
