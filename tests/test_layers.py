@@ -1,9 +1,12 @@
-"""The layout keeps its shape: the layers contract (import-linter) holds and no module grows past 400 lines."""
+"""The layout keeps its shape: the layers contract (import-linter) holds, no module grows past 400 lines and
+no function past 60."""
 
+import ast
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,3 +25,14 @@ def test_no_module_over_400_lines():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines())
              for p in (ROOT / "agora").rglob("*.py")}
     assert {p: n for p, n in sizes.items() if n > 400} == {}
+
+
+def test_no_function_over_60_lines():
+    """Every function and method in agora/, nested ones included, from its ``def`` line to its last line
+    (``end_lineno - lineno + 1``; decorators excluded: ``lineno`` is the ``def`` line)."""
+    long = {}
+    for path in sorted((ROOT / "agora").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long[f"{path.relative_to(ROOT)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}

@@ -61,6 +61,41 @@ def test_a_finished_run_is_refused_unless_overwrite_or_resume_from(tmp_path, dat
         _fit(both)
 
 
+def test_a_fit_hands_its_run_dir_to_the_ranks_it_starts_for_its_span_only(tmp_path, data_dir, tiny_bort, monkeypatch):
+    """Lightning's launcher starts the other DDP ranks by running the same command again: for the span of the
+    fit, AGORA_RUN_DIR holds the run dir (here the default runs/<task>-<time>), and a rank resolves that one.
+    Resolving a run dir writes nothing, and the fit leaves the environment as it found it."""
+    import os
+
+    import lightning as L
+
+    from agora.fit import rundir
+    from agora.fit.run import Extension, run_fit
+
+    monkeypatch.chdir(tmp_path)
+    assert rundir.resolve_run_dir(None, "rte").parent == Path("runs")
+    assert "AGORA_RUN_DIR" not in os.environ, "resolving alone exports nothing"
+    seen = []
+
+    class Seen(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            seen.append(os.environ.get("AGORA_RUN_DIR"))
+
+    recipe = _recipe(tiny_bort, data_dir, tmp_path)
+    del recipe["output"]["dir"]
+    result = run_fit(validate_recipe(recipe), extend=lambda cfg, card, run_dir: Extension("seen", callbacks=[Seen()]))
+    assert result.run_dir.parent == Path("runs") and result.run_dir.name.startswith("rte-")
+    assert seen == [str(result.run_dir)] and "AGORA_RUN_DIR" not in os.environ
+
+    handed = str(tmp_path / "from-rank-0")
+    monkeypatch.setenv("AGORA_RUN_DIR", handed)
+    assert rundir.resolve_run_dir(None, "rte") == Path(handed)
+    assert rundir.resolve_run_dir(str(tmp_path / "given"), "rte") == tmp_path / "given", "output.dir comes first"
+    with rundir.shared_with_ranks(tmp_path / "other"):
+        assert os.environ["AGORA_RUN_DIR"] == str(tmp_path / "other")
+    assert os.environ["AGORA_RUN_DIR"] == handed
+
+
 def test_an_unfinished_run_is_refused_without_resume_from(tmp_path, data_dir, tiny_bort):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -414,6 +414,19 @@ def test_runner_settings_validate_and_do_not_change_the_search():
         _cfg({"runner": "slurm"})
 
 
+def test_both_runners_implement_the_whole_trial_runner_protocol():
+    """The search calls ``run`` every round and ``close`` once on a runner it built: both runners define both."""
+    from agora.fit.run import LocalRunner
+    from agora.search.ray_runner import RayRunner
+    from agora.search.trial import TrialRunner
+
+    declared = {name for name, value in vars(TrialRunner).items() if callable(value) and not name.startswith("_")}
+    assert declared == {"run", "close"}
+    for runner in (LocalRunner, RayRunner):
+        assert declared <= {name for name in dir(runner) if callable(vars(runner).get(name))}, runner
+    assert LocalRunner().close() is None
+
+
 def test_ray_runner_without_ray_is_an_error_naming_the_extra(monkeypatch):
     """Without Ray installed, a recipe asking for it fails where it enters, before any work; where Ray is
     installed but does not import (e.g. without Tune's dependencies), the runner says the same."""

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
@@ -123,95 +122,41 @@ def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = N
         raise_test_only(card)
     cfg, precision = with_resolved_precision(cfg)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    try:
+    with rundir.shared_with_ranks(run_dir):
         claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from, "from checkpoints/last.ckpt")
         resume = ResumePoint.read(resume_path(cfg.output.resume_from, run_dir)) if cfg.output.resume_from else None
         return _fit(cfg, card, precision, claimed, resume, source, extend)
-    finally:
-        os.environ.pop("AGORA_RUN_DIR", None)
 
 
 def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, source, extend) -> RunResult:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from agora.data.datamodule import TaskDataModule
     from agora.fit import rundir
-    from agora.fit.model import (
-        build_model,
-        check_max_length,
-        load_model_config,
-        load_tokenizer,
-    )
-    from agora.fit.module import AgoraModule
 
     run_dir = claimed.path
     trainer = None
     try:
         extension = extend(cfg, card, run_dir) if extend is not None else Extension("method")
-        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
-                                     monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
-        resumable = Resumable(cfg.seed)
-        callbacks: list = [checkpoint, resumable]
-        if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
-            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
-        callbacks += extension.callbacks
+        checkpoint, resumable, callbacks = _callbacks(cfg, run_dir, extension)
         logger = RunLogger(run_dir, keep_rows=resume.log_rows if resume is not None else None)
         trainer = build_trainer(_trainer_kwargs(cfg, run_dir, callbacks, logger, extension.trainer_kwargs), cfg.trainer)
-
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        tokenizer, pair_format = load_tokenizer(cfg.model)
-        check_max_length(cfg.data.max_length, load_model_config(cfg.model), "data.max_length", cfg.model.name)
-        data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
-        model = build_model(cfg.model, card, cfg.seed)
-        module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
-                             select_name=data.evalset.select, epoch_eval_names=data.epoch_eval_names,
-                             tiebreak_name=data.evalset.tiebreak)
+        tokenizer, pair_format, data, module = _load(cfg, card, extension)
         if resume is not None:
             resume.check_fits(module, cfg.model.name)
             if trainer.is_global_zero:
                 print(resume.line())
-
-        header = (f"# resolved recipe{' from ' + source if source else ''}; rerun into a new dir with: agora-finetune "
-                  f"{run_dir}/config.yaml output.dir=<dir> (output.resume_from=last continues this one)"
-                  f"\n# {precision.line()}")
         if trainer.is_global_zero:
             claimed.clear_earlier()
-            rundir.write_config(run_dir, cfg.to_dict(), header)
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume.path if resume is not None else None)
-        except Exception as err:  # Lightning failing on its settings before a batch trained (val_check_interval > batches)
-            if resumable.batches_run == 0 and not isinstance(err, AgoraError) and _raised_in_lightning(err):
-                raise _refused(err, cfg.trainer, "stopped before training") from err
-            raise
+            rundir.write_config(run_dir, cfg.to_dict(), _config_header(run_dir, source, precision))
+        _train(trainer, module, data, resume, resumable, cfg.trainer)
     except BaseException:
         if trainer is None or trainer.global_step == 0:
             claimed.release()  # nothing was trained: no stray run dir
         raise
 
-    best_ckpt = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    if best_ckpt is not None:
-        state = torch.load(best_ckpt, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["state_dict"])
-    trainer.validate(module, datamodule=data, verbose=False)
-    scores = {k.removeprefix("val/"): v for k, v in module.last_scores.items() if k != "val_score"}
-    main_score = module.last_scores.get("val_score", float("nan"))
-    if cfg.output.predict and data.predict_names:
-        trainer.predict(module, datamodule=data, return_predictions=False)
-
+    best_ckpt, scores, main_score = _score_best(trainer, module, data, checkpoint, cfg.output.predict)
     predictions: dict[str, Path] = {}
     best_dir = run_dir / "best" if cfg.output.export else None
     if trainer.is_global_zero:
-        for name, out in module.last_eval.items():
-            path = run_dir / "predictions" / f"{name}.jsonl"
-            rundir.write_predictions(path, rundir.prediction_rows(card, out, with_gold=True))
-            predictions[name] = path
-        rundir.write_mistakes(run_dir, card, module.last_eval)
-        for name, out in module.predictions.items():
-            path = run_dir / "predictions" / f"{name.replace('/', '-')}.jsonl"
-            rundir.write_predictions(path, rundir.prediction_rows(data.card_of(name), out, with_gold=False))
-            predictions[name] = path
+        predictions = _write_predictions(run_dir, card, module, data)
         if best_dir is not None:
             export(module.model, tokenizer, card, pair_format, cfg, best_dir)
         rundir.write_metrics(run_dir, {
@@ -229,6 +174,91 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
                      history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
+
+
+def _callbacks(cfg: RunConfig, run_dir: Path, extension: Extension) -> tuple[Any, Resumable, list]:
+    """The best checkpoint by the selection score, the resume state, ``checkpoints/last.ckpt`` where the
+    recipe keeps checkpoints, then the method's callbacks."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}",
+                                 monitor="val_score", mode="max", save_top_k=1, auto_insert_metric_name=False)
+    resumable = Resumable(cfg.seed)
+    callbacks: list = [checkpoint, resumable]
+    if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
+    return checkpoint, resumable, callbacks + extension.callbacks
+
+
+def _load(cfg: RunConfig, card: TaskCard, extension: Extension):
+    """Seeded, then the tokenizer, the data and the model in its LightningModule:
+    ``(tokenizer, pair_format, datamodule, module)``."""
+    import lightning as L
+
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import build_model, check_max_length, load_model_config, load_tokenizer
+    from agora.fit.module import AgoraModule
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    tokenizer, pair_format = load_tokenizer(cfg.model)
+    check_max_length(cfg.data.max_length, load_model_config(cfg.model), "data.max_length", cfg.model.name)
+    data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
+    model = build_model(cfg.model, card, cfg.seed)
+    module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
+                         select_name=data.evalset.select, epoch_eval_names=data.epoch_eval_names,
+                         tiebreak_name=data.evalset.tiebreak)
+    return tokenizer, pair_format, data, module
+
+
+def _config_header(run_dir: Path, source: str | None, precision: Resolved) -> str:
+    return (f"# resolved recipe{' from ' + source if source else ''}; rerun into a new dir with: agora-finetune "
+            f"{run_dir}/config.yaml output.dir=<dir> (output.resume_from=last continues this one)"
+            f"\n# {precision.line()}")
+
+
+def _train(trainer, module, data, resume: ResumePoint | None, resumable: Resumable, trainer_section: dict) -> None:
+    """``trainer.fit``; Lightning failing on its settings before a batch trained (``val_check_interval`` beyond
+    the epoch's batches, ...) is a RecipeError naming the recipe's trainer section."""
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume.path if resume is not None else None)
+    except Exception as err:
+        if resumable.batches_run == 0 and not isinstance(err, AgoraError) and _raised_in_lightning(err):
+            raise _refused(err, trainer_section, "stopped before training") from err
+        raise
+
+
+def _score_best(trainer, module, data, checkpoint, predict: bool) -> tuple[Path | None, dict[str, float], float]:
+    """Reload the best checkpoint, re-score it on every evaluated split and predict the test splits:
+    ``(best checkpoint, scores, main score)``."""
+    import torch
+
+    best_ckpt = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if best_ckpt is not None:
+        state = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+    trainer.validate(module, datamodule=data, verbose=False)
+    scores = {k.removeprefix("val/"): v for k, v in module.last_scores.items() if k != "val_score"}
+    main_score = module.last_scores.get("val_score", float("nan"))
+    if predict and data.predict_names:
+        trainer.predict(module, datamodule=data, return_predictions=False)
+    return best_ckpt, scores, main_score
+
+
+def _write_predictions(run_dir: Path, card: TaskCard, module, data) -> dict[str, Path]:
+    """``predictions/<split>.jsonl`` for every evaluated split (with gold) and test split, and ``mistakes.json``."""
+    from agora.fit import rundir
+
+    predictions: dict[str, Path] = {}
+    for name, out in module.last_eval.items():
+        path = run_dir / "predictions" / f"{name}.jsonl"
+        rundir.write_predictions(path, rundir.prediction_rows(card, out, with_gold=True))
+        predictions[name] = path
+    rundir.write_mistakes(run_dir, card, module.last_eval)
+    for name, out in module.predictions.items():
+        path = run_dir / "predictions" / f"{name.replace('/', '-')}.jsonl"
+        rundir.write_predictions(path, rundir.prediction_rows(data.card_of(name), out, with_gold=False))
+        predictions[name] = path
+    return predictions
 
 
 def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:
@@ -250,10 +280,20 @@ def uses_ddp(trainer: dict) -> bool:
     return strategy.startswith("ddp") and devices not in (1, "1", [0]) or int(trainer.get("num_nodes", 1)) > 1
 
 
+class Job(Protocol):
+    """A fit for :class:`LocalRunner` (the search's :class:`agora.search.trial.Trial`)."""
+
+    name: str
+    cfg: RunConfig
+    run_dir: Path
+    seconds: float | None
+    """Its wall time, set by the runner when the fit finishes."""
+
+
 class LocalRunner:
     """Fits one after the other on this machine (the search's default runner).
 
-    A job is anything with ``name``, ``cfg`` (a typed recipe) and ``run_dir``; its recipe is saved
+    A job (:class:`Job`) has a ``name``, a typed recipe ``cfg`` and a ``run_dir``; its recipe is saved
     as ``<run_dir>/recipe.yaml`` (it reruns the fit alone) and its printed output goes to
     ``<run_dir>/fit.log``. A fit runs in this process, or, when its ``trainer:`` asks for several
     devices with a DDP strategy, as ``python -m agora.cli recipe.yaml`` in a child process so that
@@ -264,7 +304,7 @@ class LocalRunner:
     def __init__(self, extend: Extend | None = None):
         self.extend = extend
 
-    def run(self, jobs: Iterable, done: Callable[[Any, str | None], None]) -> None:
+    def run(self, jobs: Iterable[Job], done: Callable[[Job, str | None], None]) -> None:
         """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds`` (an
         exception stops the loop)."""
         import time
@@ -275,7 +315,10 @@ class LocalRunner:
             job.seconds = time.perf_counter() - start
             done(job, None)
 
-    def run_one(self, job) -> None:
+    def close(self) -> None:
+        """Nothing to release: every fit ran in this process or in a child process that has exited."""
+
+    def run_one(self, job: Job) -> None:
         import yaml
 
         if job.run_dir.exists():  # a fit killed midway: start it again

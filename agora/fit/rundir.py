@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +36,34 @@ OUTPUTS = ("config.yaml", "metrics.json", "mistakes.json", "best", "checkpoints"
 """What a fit or a search writes in its run dir: what ``output.overwrite: true`` deletes (nothing else)."""
 
 
+RANKS_RUN_DIR = "AGORA_RUN_DIR"
+"""The environment variable in which a fit hands its run dir to the DDP ranks it starts (:func:`shared_with_ranks`)."""
+
+
 def resolve_run_dir(configured: str | None, task: str) -> Path:
-    """The run dir; every DDP rank agrees on it (the first process exports it to its children)."""
+    """``output.dir``; else, in a DDP rank that rank 0 started, the run dir rank 0 handed over
+    (:func:`shared_with_ranks`); else ``runs/<task>-<date>-<time>``."""
     if configured:
-        path = Path(configured)
-    elif os.environ.get("AGORA_RUN_DIR"):
-        path = Path(os.environ["AGORA_RUN_DIR"])
-    else:
-        path = Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.environ["AGORA_RUN_DIR"] = str(path)
-    return path
+        return Path(configured)
+    if os.environ.get(RANKS_RUN_DIR):
+        return Path(os.environ[RANKS_RUN_DIR])
+    return Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@contextlib.contextmanager
+def shared_with_ranks(path: Path) -> Iterator[None]:
+    """For the span of a fit, ``path`` in ``AGORA_RUN_DIR``: Lightning's launcher starts the other DDP ranks
+    by running the same command again, and they resolve this dir rather than a ``runs/<task>-<time>`` of
+    their own (:func:`resolve_run_dir`). The environment is left as it was found."""
+    before = os.environ.get(RANKS_RUN_DIR)
+    os.environ[RANKS_RUN_DIR] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RANKS_RUN_DIR, None)
+        else:
+            os.environ[RANKS_RUN_DIR] = before
 
 
 def is_worker() -> bool:

@@ -44,7 +44,6 @@ Hyperparameters: the generator and its settings, ``variants_per_source``,
 from __future__ import annotations
 
 import dataclasses
-import time
 import warnings
 from collections.abc import Callable, Sequence
 

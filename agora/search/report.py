@@ -26,7 +26,7 @@ from agora.config.space import describe
 from agora.files import atomic_write
 from agora.files import pct as _pct
 from agora.search.plan import search_evalset, split_sizes
-from agora.search.state import FitRecord, SearchState
+from agora.search.state import FitRecord, RoundRecord, SearchState
 
 
 @dataclasses.dataclass
@@ -48,15 +48,25 @@ def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: st
     """Write ``report.md``, ``plots/scores.png`` and ``plots/sizes.png``; returns report.md's path."""
 
     plots = write_plots(run_dir / "plots", state)
-    names = state.names
     lines = [f"# Agora search: {summary['task']}", "", "```", plan_text, "```", ""]
     if summary["eval_on"] == "dev":
         lines += ["**E = the official dev set (`agora.eval_on: dev`, paper-faithful): the dev score below "
                   "was also used to rank θs and rounds, so it is not an independent measure.**", ""]
+    lines += _result_lines(state, summary) + _rounds_table(state)
+    for rnd in state.rounds:
+        lines += _round_lines(state, rnd)
+    lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    path = run_dir / "report.md"
+    atomic_write(path, "\n".join(lines))
+    return path
+
+
+def _result_lines(state: SearchState, summary: dict) -> list[str]:
+    """The returned student, its scores, and what the search did to get it."""
     best = state.best
-    lines += [
+    return [
         "## Result", "",
-        f"- returned student: `{best.trial if best else None}` (θ {describe(names, tuple(state.thetas[best.theta])) if best else '-'}), "
+        f"- returned student: `{best.trial if best else None}` (θ {describe(state.names, tuple(state.thetas[best.theta])) if best else '-'}), "
         f"round {best.round if best else None}",
         f"- selection score ({summary['selection']}): {_pct(best.score if best else None)}",
         f"- **official dev score ({summary['dev_metric']}): {_pct(summary['dev_score'])}**",
@@ -68,55 +78,67 @@ def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: st
         f"teacher forward passes: {state.teacher_forward_calls}",
         "",
     ]
-    lines += ["## Rounds", "", "| round | replay | θs trained | best E_sel | its dev | generated rows in D | decision | Θ left |",
-              "|---|---|---|---|---|---|---|---|"]
+
+
+def _rounds_table(state: SearchState) -> list[str]:
+    """One row per round: its best, the rows D had, the decision and the θs left."""
+    lines = ["## Rounds", "", "| round | replay | θs trained | best E_sel | its dev | generated rows in D | decision | Θ left |",
+             "|---|---|---|---|---|---|---|---|"]
     for rnd in state.rounds:
         best_fit = rnd.fits.get(str(rnd.best))
         lines.append(f"| {rnd.round} | {rnd.replay} | {len(rnd.fits)} | {_pct(rnd.best_score)} | "
                      f"{_pct(best_fit.dev_score if best_fit else None)} | {rnd.d_rows} | {rnd.decision or 'running'} | "
                      f"{len(rnd.remaining) if rnd.remaining is not None else '-'} |")
     lines.append("")
-    for rnd in state.rounds:
-        title = f"## Round {rnd.round}" + (f" (replay {rnd.replay}, seeds +{rnd.seed_offset})" if rnd.replay else "")
-        lines += [title, "", f"| θ | {' | '.join(names)} | E_sel | dev | E_gen mistakes | outcome |",
-                  "|---|" + "---|" * len(names) + "---|---|---|---|"]
-        for tid in rnd.thetas:
-            fit = rnd.fits.get(str(tid))
-            if fit is None:
-                continue
-            removed = rnd.removed.get(str(tid))
-            if fit.failed:
-                outcome = f"pruned: {fit.failed}"
-            elif removed:
-                outcome = f"pruned: {removed}"
-            else:
-                outcome = "kept" + (" (round best)" if rnd.best == tid else "")
-            values = " | ".join(str(v) for v in state.thetas[tid])
-            lines.append(f"| {tid} | {values} | {_pct(fit.score)} | {_pct(fit.dev_score)} | "
-                         f"{_mistakes(fit)} | {outcome} |")
-        lines.append("")
-        if rnd.done:
-            if rnd.best_before is None:
-                improved = "the first scores"
-            else:
-                improved = f"{'improved' if rnd.improved else 'did not improve'} on {_pct(rnd.best_before)}"
-            lines.append(f"Best {_pct(rnd.best_score)} ({improved}); "
-                         f"decision: {rnd.decision} (rule: {rnd.rule}); Θ left: {len(rnd.remaining or [])}.")
-            if rnd.tie:
-                lines.append(f"**A tie decided this round**: {rnd.tie}.")
-            added = rnd.added
-            if added:
-                rejected = ", ".join(f"{k} {v}" for k, v in added.rejected.items() if v)
-                lines.append(f"D grew by {added.kept} rows ({added.sources} sources, "
-                             f"{added.variants} variants; rejected: {rejected or 'none'}; "
-                             f"teacher agreement with gold {_pct(added.agreement)}, "
-                             f"label balance {added.label_balance}; teacher forward calls "
-                             f"{added.teacher_forward_calls}); D's additions now {rnd.d_rows_after} rows.")
-            lines.append("")
-    lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
-    path = run_dir / "report.md"
-    atomic_write(path, "\n".join(lines))
-    return path
+    return lines
+
+
+def _round_lines(state: SearchState, rnd: RoundRecord) -> list[str]:
+    """A round's section: one row per fit (θ, scores, mistakes, outcome), then, once it is done, its decision."""
+    names = state.names
+    title = f"## Round {rnd.round}" + (f" (replay {rnd.replay}, seeds +{rnd.seed_offset})" if rnd.replay else "")
+    lines = [title, "", f"| θ | {' | '.join(names)} | E_sel | dev | E_gen mistakes | outcome |",
+             "|---|" + "---|" * len(names) + "---|---|---|---|"]
+    for tid in rnd.thetas:
+        fit = rnd.fits.get(str(tid))
+        if fit is None:
+            continue
+        removed = rnd.removed.get(str(tid))
+        if fit.failed:
+            outcome = f"pruned: {fit.failed}"
+        elif removed:
+            outcome = f"pruned: {removed}"
+        else:
+            outcome = "kept" + (" (round best)" if rnd.best == tid else "")
+        values = " | ".join(str(v) for v in state.thetas[tid])
+        lines.append(f"| {tid} | {values} | {_pct(fit.score)} | {_pct(fit.dev_score)} | "
+                     f"{_mistakes(fit)} | {outcome} |")
+    lines.append("")
+    if rnd.done:
+        lines += _decision_lines(rnd)
+    return lines
+
+
+def _decision_lines(rnd: RoundRecord) -> list[str]:
+    """A finished round: its best against the best before, the decision and its rule, a tie, how D grew."""
+    if rnd.best_before is None:
+        improved = "the first scores"
+    else:
+        improved = f"{'improved' if rnd.improved else 'did not improve'} on {_pct(rnd.best_before)}"
+    lines = [f"Best {_pct(rnd.best_score)} ({improved}); "
+             f"decision: {rnd.decision} (rule: {rnd.rule}); Θ left: {len(rnd.remaining or [])}."]
+    if rnd.tie:
+        lines.append(f"**A tie decided this round**: {rnd.tie}.")
+    added = rnd.added
+    if added:
+        rejected = ", ".join(f"{k} {v}" for k, v in added.rejected.items() if v)
+        lines.append(f"D grew by {added.kept} rows ({added.sources} sources, "
+                     f"{added.variants} variants; rejected: {rejected or 'none'}; "
+                     f"teacher agreement with gold {_pct(added.agreement)}, "
+                     f"label balance {added.label_balance}; teacher forward calls "
+                     f"{added.teacher_forward_calls}); D's additions now {rnd.d_rows_after} rows.")
+    lines.append("")
+    return lines
 
 
 def write_plots(out_dir: Path, state: SearchState) -> list[Path]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from agora.config import RunConfig, TrialConfig
@@ -60,12 +61,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
                            "from search/state.json, after its last finished fit")
     check_e_fits(cfg, card, source)
     check_lengths(theta.cfg for theta in p.space.thetas)
-    if cfg.output.resume_from not in (None, "last"):
-        raise RecipeError(f"{source}: a search resumes from its own state (search/state.json): write "
-                          f"output.resume_from: last, not a checkpoint ({cfg.output.resume_from})")
-    if cfg.output.resume_from and not state_path.is_file():
-        raise RecipeError(f"output.resume_from: last: {run_dir} holds no search to continue (no {state_path}); "
-                          "leave resume_from unset to start one")
+    check_resume_from(cfg, source, run_dir, state_path)
     owned = runner is None  # built here, before any fit: a missing Ray fails now
     runner = runner or default_runner(cfg, run_dir, progress)
     progress(p.text(cfg) + f"\n  {precision.line()}")
@@ -89,6 +85,34 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
             write_jsonl(added_path, grower.jsonl(st.d_rows))
         st.save(state_path)
 
+    make_trial = trial_maker(p, run_dir, precision.precision, cfg.seed, state, grower)
+    try:
+        Rounds(cfg, p, state, runner, make_trial, grower, save, progress, keep_one_export).run()
+    except BaseException:
+        if not state.fits:
+            claimed.release()  # no fit finished: no stray run dir
+        raise
+    finally:
+        if owned:
+            runner.close()
+    return finish(cfg, card, run_dir, state, p, source, progress, precision)
+
+
+def check_resume_from(cfg: RunConfig, source: str, run_dir: Path, state_path: Path) -> None:
+    """A search resumes only from its own state (``output.resume_from: last``), which must be there."""
+    if cfg.output.resume_from not in (None, "last"):
+        raise RecipeError(f"{source}: a search resumes from its own state (search/state.json): write "
+                          f"output.resume_from: last, not a checkpoint ({cfg.output.resume_from})")
+    if cfg.output.resume_from and not state_path.is_file():
+        raise RecipeError(f"output.resume_from: last: {run_dir} holds no search to continue (no {state_path}); "
+                          "leave resume_from unset to start one")
+
+
+def trial_maker(p: Plan, run_dir: Path, precision: str, e_seed: int, state: SearchState,
+                grower: Grows | None) -> Callable[[RoundRecord, int], Trial]:
+    """``(round, θ id) -> Trial``: θ's recipe with the round's seed offset, the search's precision, its run dir
+    under ``trials/`` and its ``trial:`` section (E's seed, D's additions as the round saw them)."""
+
     def make_trial(rnd: RoundRecord, tid: int) -> Trial:
         name = f"r{rnd.round}.{rnd.replay}-t{tid}"
         theta_cfg = p.space.thetas[tid].cfg
@@ -98,28 +122,21 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
             write_jsonl(extra, grower.jsonl(state.d_rows))
         trial_cfg = theta_cfg.model_copy(update={
             "seed": theta_cfg.seed + rnd.seed_offset,
-            "trainer": {**theta_cfg.trainer, "precision": precision.precision},
+            "trainer": {**theta_cfg.trainer, "precision": precision},
             "output": theta_cfg.output.model_copy(update={"dir": str(run_dir / "trials" / name)}),
-            "trial": TrialConfig(e_seed=cfg.seed, extra_rows=str(extra.resolve()) if extra else None),
+            "trial": TrialConfig(e_seed=e_seed, extra_rows=str(extra.resolve()) if extra else None),
         })
         return Trial(name=name, theta=tid, cfg=trial_cfg, run_dir=run_dir / "trials" / name)
 
-    def keep_one_export(record: FitRecord, st: SearchState) -> None:
-        for rnd in st.rounds:
-            for fit in rnd.fits.values():
-                if fit.model_dir and (st.best is None or fit.trial != st.best.trial):
-                    shutil.rmtree(fit.model_dir, ignore_errors=True)
+    return make_trial
 
-    try:
-        Rounds(cfg, p, state, runner, make_trial, grower, save, progress, keep_one_export).run()
-    except BaseException:
-        if not state.fits:
-            claimed.release()  # no fit finished: no stray run dir
-        raise
-    finally:
-        if owned and hasattr(runner, "close"):
-            runner.close()
-    return finish(cfg, card, run_dir, state, p, source, progress, precision)
+
+def keep_one_export(record: FitRecord, st: SearchState) -> None:
+    """Delete every fit's exported model but the best one's (called after each fit is recorded and saved)."""
+    for rnd in st.rounds:
+        for fit in rnd.fits.values():
+            if fit.model_dir and (st.best is None or fit.trial != st.best.trial):
+                shutil.rmtree(fit.model_dir, ignore_errors=True)
 
 
 def default_runner(cfg: RunConfig, run_dir, progress=print) -> TrialRunner:
@@ -203,7 +220,7 @@ class Rounds:
         self.save(state)
         if self.on_fit is not None:  # after the save: a kill in between never loses the saved best's export
             self.on_fit(record, state)
-        self.progress(progress_line(self.plan, state, rnd, record, new_best, getattr(trial, "seconds", None)))
+        self.progress(progress_line(self.plan, state, rnd, record, new_best, trial.seconds))
 
     def close(self, rnd: RoundRecord) -> None:
         """Rank the round, decide replay or pruning, check the stopping rules, grow D."""

@@ -42,6 +42,10 @@ class TrialRunner(Protocol):
         finishes, in this process (the one writer of the search's state; ``failure``: why it failed, or
         None: its result is then read from its run dir)."""
 
+    def close(self) -> None:
+        """Release what the runner holds (Ray, where the runner started it); the search that built the
+        runner calls it once, when the search ends."""
+
 
 @dataclasses.dataclass
 class TrialResult:

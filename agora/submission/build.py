@@ -217,8 +217,22 @@ def build(
         problems.append(f"no runs given: agora-finetune submit {bench} RUN_DIR... (or build({bench!r}, runs=[...]))")
     assigned, missing = _assign(specs, found, {str(k): str(v) for k, v in (run_overrides or {}).items()},
                                 problems, report.notes)
+    rows, expected_of, to_predict = _saved_rows(specs, assigned, data_dir, problems, report)
+    _predict_now(to_predict, data_dir, save_predictions, rows, problems, report)
+    texts, race_expected = _render_all(specs, assigned, rows, expected_of, problems, report)
+    _missing_files(specs, missing, allow_missing, problems, report)
+    _write(specs, texts, race_expected, problems, report)
+    if report.missing:
+        warnings.warn(SubmissionIncomplete(
+            f"INCOMPLETE {bench} submission {out_path}: {len(report.missing)} file(s) missing, the leaderboard "
+            "needs every file: " + "; ".join(f"{file} ({why})" for file, why in report.missing.items())), stacklevel=2)
+    return report
 
-    # Saved predictions, or a key to predict with the run's export (also when the saved file is short).
+
+def _saved_rows(specs: list[FileSpec], assigned: dict[str, Run], data_dir, problems: list[str],
+                report: SubmissionReport):
+    """Per file, the run's saved predictions, or a key to predict with the run's export (also when the
+    saved file is short): ``(rows, expected test split, {run path: (run, {key: file})})``."""
     rows: dict[str, tuple[list[dict], str]] = {}
     expected_of: dict[str, Expected] = {}
     to_predict: dict[Path, tuple[Run, dict[str, str]]] = {}  # run path -> (run, {key: file})
@@ -250,6 +264,13 @@ def build(
             problems.append(f"{spec.file}: {err}")
             continue
         to_predict.setdefault(run.path, (run, {}))[1][key] = spec.file
+    return rows, expected_of, to_predict
+
+
+def _predict_now(to_predict: dict[Path, tuple[Run, dict[str, str]]], data_dir, save_predictions: bool,
+                 rows: dict[str, tuple[list[dict], str]], problems: list[str], report: SubmissionReport) -> None:
+    """Predict with each run's export the files it is to predict (into ``rows``), and save them into
+    the run's ``predictions/`` where ``save_predictions`` and no file of the run is there."""
     for run, keys in to_predict.values():
         log.info("predicting %s with %s", ", ".join(keys.values()), run.model_dir)
         try:
@@ -271,7 +292,11 @@ def build(
                 except OSError as err:
                     report.notes.append(f"{file}: predicted with {run.model_dir}; not saved ({err})")
 
-    # Render and check every file against its test split.
+
+def _render_all(specs: list[FileSpec], assigned: dict[str, Run], rows: dict[str, tuple[list[dict], str]],
+                expected_of: dict[str, Expected], problems: list[str],
+                report: SubmissionReport) -> tuple[dict[str, str], Expected | None]:
+    """Render and check every file against its test split: ``(file -> text, RACE's test split or None)``."""
     texts: dict[str, str] = {}
     race_expected: Expected | None = None
     for spec in specs:
@@ -296,7 +321,12 @@ def build(
         report.files[spec.file] = len(text.splitlines()) - (1 if spec.kind.startswith("tsv") else 0)
         if spec.kind == "race":
             race_expected = expected
+    return texts, race_expected
 
+
+def _missing_files(specs: list[FileSpec], missing: dict[str, str], allow_missing: bool, problems: list[str],
+                   report: SubmissionReport) -> None:
+    """Files no run predicts: reported with ``allow_missing``, else problems saying how to add them."""
     for file, why in missing.items():
         if allow_missing:
             report.missing[file] = why
@@ -304,6 +334,12 @@ def build(
             spec = next(s for s in specs if s.file == file)
             problems.append(f"{file}: missing ({why}); train a run with task: {spec.card} and pass its run dir, "
                             f"or name one with --run {spec.task_key.upper()}=DIR; --allow-missing writes the rest")
+
+
+def _write(specs: list[FileSpec], texts: dict[str, str], race_expected: Expected | None, problems: list[str],
+           report: SubmissionReport) -> None:
+    """The zip (with RACE's metrics where its answers are public), only if there is no problem and some file."""
+    bench, out_path = report.benchmark, report.out
     if problems:
         stale = f" (the {out_path} already there was left as it was)" if out_path.exists() else ""
         raise _fail(f"cannot build the {bench} submission {out_path}{stale}", problems, report.notes)
@@ -314,11 +350,6 @@ def build(
         report.metrics = race_metrics(texts["RACE.jsonl"], race_expected)
         texts[RACE_METRICS_FILE] = json.dumps(report.metrics, indent=2) + "\n"
     write_zip(out_path, texts)
-    if report.missing:
-        warnings.warn(SubmissionIncomplete(
-            f"INCOMPLETE {bench} submission {out_path}: {len(report.missing)} file(s) missing, the leaderboard "
-            "needs every file: " + "; ".join(f"{file} ({why})" for file, why in report.missing.items())), stacklevel=2)
-    return report
 
 
 def race_metrics(text: str, expected: Expected) -> dict:

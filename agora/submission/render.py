@@ -74,66 +74,93 @@ def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]
     problems = Problems(where)
     out: list[tuple] = []  # (sort key, row number, text line)
     for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or ("idx" not in row and spec.kind != "race"):
-            problems.add("malformed", "not a prediction row with an 'idx'", n)
-            continue
-        label = row.get("label")
-        if spec.kind == "race":
-            if not {"id", "question_idx"} <= set(row):
-                problems.add("malformed", "a RACE prediction needs 'id' and 'question_idx'", n)
-                continue
-            q = row["question_idx"]
-            key = (str(row["id"]), int(q) if isinstance(q, (int, str)) and str(q).isdigit() else q)
-            out.append((key, n, json.dumps({"id": row["id"], "question_idx": q, "label": label})))
-            continue
-        idx = row["idx"]
-        key = int(idx) if isinstance(idx, (int, str)) and str(idx).lstrip("-").isdigit() else idx
-        if spec.kind == "tsv-score":
-            try:
-                value = float(label)
-            except (TypeError, ValueError):
-                problems.add("label", f"score {label!r} is not a number", n)
-                continue
-            if math.isnan(value):
-                problems.add("label", "score is NaN", n)
-                continue
-            out.append((key, n, f"{key}\t{min(5.0, max(0.0, value)):.3f}"))
-        elif spec.kind == "tsv-label":
-            written = spec.write.get(_label_name(label))
-            if written is None:
-                problems.add("label", f"label {label!r} is not one of {list(spec.write)}: predictions must carry the "
-                                          "task card's label names", n)
-                continue
-            out.append((key, n, f"{key}\t{written}"))
-        elif spec.kind == "label":
-            written = spec.write.get(_label_name(label).lower())
-            if written is None:
-                problems.add("label", f"label {label!r} is not one of {list(spec.allowed)}", n)
-                continue
-            out.append((key, n, json.dumps({"idx": key, "label": written})))
-        elif spec.kind == "choice":
-            value = _as_01(label)
-            if value is None:
-                problems.add("label", f"label {label!r} is not 0 or 1", n)
-                continue
-            out.append((key, n, json.dumps({"idx": key, "label": value})))
-        elif spec.kind == "record":
-            out.append((key, n, json.dumps({"idx": key, "label": label})))
-        elif spec.kind == "multirc":
-            questions = (row.get("passage") or {}).get("questions")
-            if not isinstance(questions, list):
-                problems.add("malformed", "a MultiRC prediction needs passage.questions (one line per paragraph)", n)
-                continue
-            nested = []
-            for q in sorted(questions, key=lambda q: q.get("idx", -1)):
-                answers = []
-                for a in sorted(q.get("answers", []), key=lambda a: a.get("idx", -1)):
-                    value = _as_01(a.get("label"))
-                    answers.append({"idx": a.get("idx"), "label": a.get("label") if value is None else value})
-                nested.append({"idx": q.get("idx"), "answers": answers})
-            out.append((key, n, json.dumps({"idx": key, "passage": {"questions": nested}})))
-        else:  # pragma: no cover - the spec table only holds the kinds above
-            raise ValueError(f"unknown file kind {spec.kind}")
+        line = _render_row(spec, row, n, problems)
+        if line is not None:
+            out.append(line)
+    kept = _first_of_each_idx(out, problems)
+    try:
+        kept.sort(key=lambda item: (str(type(item[0])), item[0]))
+    except TypeError:  # idx values that do not compare: any order, the checker reports them
+        kept.sort(key=lambda item: repr(item[0]))
+    header = [GLUE_HEADER] if spec.kind.startswith("tsv") else []
+    return "".join(line + "\n" for line in header + [text for _, text in kept]), problems.lines()
+
+
+def _render_row(spec: FileSpec, row, n: int, problems: Problems) -> tuple | None:
+    """``(sort key, row number, text line)`` of prediction row ``n``; None (and a problem) if it cannot be written."""
+    if not isinstance(row, dict) or ("idx" not in row and spec.kind != "race"):
+        problems.add("malformed", "not a prediction row with an 'idx'", n)
+        return None
+    label = row.get("label")
+    if spec.kind == "race":
+        if not {"id", "question_idx"} <= set(row):
+            problems.add("malformed", "a RACE prediction needs 'id' and 'question_idx'", n)
+            return None
+        q = row["question_idx"]
+        key = (str(row["id"]), int(q) if isinstance(q, (int, str)) and str(q).isdigit() else q)
+        return key, n, json.dumps({"id": row["id"], "question_idx": q, "label": label})
+    idx = row["idx"]
+    key = int(idx) if isinstance(idx, (int, str)) and str(idx).lstrip("-").isdigit() else idx
+    text = _row_text(spec, key, label, row, n, problems)
+    return None if text is None else (key, n, text)
+
+
+def _row_text(spec: FileSpec, key, label, row: dict, n: int, problems: Problems) -> str | None:
+    """The line of a row with an idx, as the file's kind writes it; None (and a problem) for a label it cannot write."""
+    if spec.kind == "tsv-score":
+        try:
+            value = float(label)
+        except (TypeError, ValueError):
+            problems.add("label", f"score {label!r} is not a number", n)
+            return None
+        if math.isnan(value):
+            problems.add("label", "score is NaN", n)
+            return None
+        return f"{key}\t{min(5.0, max(0.0, value)):.3f}"
+    if spec.kind == "tsv-label":
+        written = spec.write.get(_label_name(label))
+        if written is None:
+            problems.add("label", f"label {label!r} is not one of {list(spec.write)}: predictions must carry the "
+                                  "task card's label names", n)
+            return None
+        return f"{key}\t{written}"
+    if spec.kind == "label":
+        written = spec.write.get(_label_name(label).lower())
+        if written is None:
+            problems.add("label", f"label {label!r} is not one of {list(spec.allowed)}", n)
+            return None
+        return json.dumps({"idx": key, "label": written})
+    if spec.kind == "choice":
+        value = _as_01(label)
+        if value is None:
+            problems.add("label", f"label {label!r} is not 0 or 1", n)
+            return None
+        return json.dumps({"idx": key, "label": value})
+    if spec.kind == "record":
+        return json.dumps({"idx": key, "label": label})
+    if spec.kind == "multirc":
+        return _multirc_text(key, row, n, problems)
+    raise ValueError(f"unknown file kind {spec.kind}")  # pragma: no cover - the spec table only holds the kinds above
+
+
+def _multirc_text(key, row: dict, n: int, problems: Problems) -> str | None:
+    """One line per paragraph: its questions and their answers sorted by idx, 0/1 labels as integers."""
+    questions = (row.get("passage") or {}).get("questions")
+    if not isinstance(questions, list):
+        problems.add("malformed", "a MultiRC prediction needs passage.questions (one line per paragraph)", n)
+        return None
+    nested = []
+    for q in sorted(questions, key=lambda q: q.get("idx", -1)):
+        answers = []
+        for a in sorted(q.get("answers", []), key=lambda a: a.get("idx", -1)):
+            value = _as_01(a.get("label"))
+            answers.append({"idx": a.get("idx"), "label": a.get("label") if value is None else value})
+        nested.append({"idx": q.get("idx"), "answers": answers})
+    return json.dumps({"idx": key, "passage": {"questions": nested}})
+
+
+def _first_of_each_idx(out: list[tuple], problems: Problems) -> list[tuple]:
+    """``(key, text)`` of the rendered rows, a repeated idx dropped (and reported) after its first row."""
     first: dict = {}
     kept: list[tuple] = []
     for key, n, text in out:
@@ -148,12 +175,7 @@ def render(spec: FileSpec, rows: list[dict], where: str) -> tuple[str, list[str]
         if hashable:
             first[key] = n
         kept.append((key, text))
-    try:
-        kept.sort(key=lambda item: (str(type(item[0])), item[0]))
-    except TypeError:  # idx values that do not compare: any order, the checker reports them
-        kept.sort(key=lambda item: repr(item[0]))
-    header = [GLUE_HEADER] if spec.kind.startswith("tsv") else []
-    return "".join(line + "\n" for line in header + [text for _, text in kept]), problems.lines()
+    return kept
 
 
 # -- file text -> problems ------------------------------------------------------------------------
@@ -178,23 +200,7 @@ def check_text(spec: FileSpec, text: str, expected: Expected | None, skip: froze
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    first = 1
-    if spec.kind.startswith("tsv"):
-        # One problem for a wrong header; the line is a header all the same (not a row), unless it is a
-        # data row (the header is missing), which is then checked and counted as a row.
-        expected_header = GLUE_HEADER.replace("\t", "<TAB>")
-        if not lines:
-            problems.add("format", f"empty file; the first line must be the header '{expected_header}'", 1)
-        elif lines[0] != GLUE_HEADER:
-            if _INT.fullmatch(lines[0].split("\t")[0].strip()):
-                problems.add("format", f"the header '{expected_header}' is missing: the first line is a row "
-                                       f"({lines[0][:60]!r}); add the header above it", 1)
-            else:
-                problems.add("format", f"the first line must be the header '{expected_header}', got "
-                                       f"{lines[0][:60]!r}; replace it", 1)
-                lines, first = lines[1:], 2
-        else:
-            lines, first = lines[1:], 2
+    lines, first = _past_header(spec, lines, problems) if spec.kind.startswith("tsv") else (lines, 1)
     seen: dict = {}
     order: list = []
     for n, line in enumerate(lines, first):
@@ -216,19 +222,44 @@ def check_text(spec: FileSpec, text: str, expected: Expected | None, skip: froze
                 problems.add("order", f"rows must be sorted by idx: idx {b} comes after {a}; sort the lines by idx", n)
                 break
     if expected is not None:
-        if len(seen) != expected.count or len(lines) != expected.count:
-            why = f" (no test file to compare with: {expected.why})" if expected.why else ""
-            problems.add("count", f"{len(lines)} rows, but {expected.source} has {expected.count}{why}; "
-                                  "write exactly one row per test example")
-        if expected.keys is not None:
-            missing, unexpected = expected.keys - seen.keys(), seen.keys() - expected.keys
-            if missing:
-                problems.add("missing", f"{len(missing)} idx of the test split have no row "
-                                        f"({_sample(map(_show, missing))}); predict the whole test split")
-            if unexpected:
-                problems.add("unexpected", f"{len(unexpected)} idx are not in the test split "
-                                           f"({_sample(map(_show, unexpected))}); were they predicted on another split?")
+        _check_against(expected, seen, len(lines), problems)
     return problems.lines()
+
+
+def _past_header(spec: FileSpec, lines: list[str], problems: Problems) -> tuple[list[str], int]:
+    """A TSV file's rows and the number of the first one. One problem for a wrong header; the line is a
+    header all the same (not a row), unless it is a data row (the header is missing), which is then
+    checked and counted as a row."""
+    expected_header = GLUE_HEADER.replace("\t", "<TAB>")
+    if not lines:
+        problems.add("format", f"empty file; the first line must be the header '{expected_header}'", 1)
+    elif lines[0] != GLUE_HEADER:
+        if _INT.fullmatch(lines[0].split("\t")[0].strip()):
+            problems.add("format", f"the header '{expected_header}' is missing: the first line is a row "
+                                   f"({lines[0][:60]!r}); add the header above it", 1)
+        else:
+            problems.add("format", f"the first line must be the header '{expected_header}', got "
+                                   f"{lines[0][:60]!r}; replace it", 1)
+            return lines[1:], 2
+    else:
+        return lines[1:], 2
+    return lines, 1
+
+
+def _check_against(expected: Expected, seen: dict, rows: int, problems: Problems) -> None:
+    """The row count against the test split's, and (with a test file) its idx: none missing, none unexpected."""
+    if len(seen) != expected.count or rows != expected.count:
+        why = f" (no test file to compare with: {expected.why})" if expected.why else ""
+        problems.add("count", f"{rows} rows, but {expected.source} has {expected.count}{why}; "
+                              "write exactly one row per test example")
+    if expected.keys is not None:
+        missing, unexpected = expected.keys - seen.keys(), seen.keys() - expected.keys
+        if missing:
+            problems.add("missing", f"{len(missing)} idx of the test split have no row "
+                                    f"({_sample(map(_show, missing))}); predict the whole test split")
+        if unexpected:
+            problems.add("unexpected", f"{len(unexpected)} idx are not in the test split "
+                                       f"({_sample(map(_show, unexpected))}); were they predicted on another split?")
 
 
 def _show(key) -> str:

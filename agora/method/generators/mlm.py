@@ -130,49 +130,68 @@ def mlm(
         RecipeError (a ValueError): an invalid setting. ModelNotFoundError (a FileNotFoundError):
             ``model`` looks like a local path that does not exist.
     """
-    if not 0 < mask_prob <= 1:
-        raise RecipeError(f"mlm setting `mask_prob` must be in (0, 1], got {mask_prob}")
-    if not 0 <= min_jaccard <= max_jaccard <= 1:
-        raise RecipeError(f"mlm settings need 0 <= min_jaccard <= max_jaccard <= 1, got {min_jaccard}, {max_jaccard}")
-    if top_k < 1:
-        raise RecipeError(f"mlm setting `top_k` must be >= 1, got {top_k}")
+    _check_settings(mask_prob, min_jaccard, max_jaccard, top_k)
     model = str(model)
-    tokenizer = _load_mlm(model, device)[0]
-    # Words are split into (leading punctuation, core, trailing punctuation); only cores are masked.
-    parts = {
-        i: [_PUNCT.fullmatch(w).groups() for w in segments[i].split()]
-        for i in perturbed(segments, perturb_segments)
-    }
-    maskable = {i: [j for j, (_, core, _) in enumerate(p) if core] for i, p in parts.items()}
-    idx = [i for i in parts if maskable[i]]
+    mask = _load_mlm(model, device)[0].mask_token
+    parts, maskable = _words(segments, perturb_segments)
     out: list[Segments] = []
     seen: set = set()
     for _ in range(max_rounds):
-        if len(out) >= n or not idx:
+        if len(out) >= n or not maskable:
             break
-        # Draw candidates: for each, a random set of masked word positions per perturbed segment.
-        plans, texts, n_masks = [], [], []
-        for _ in range((n - len(out)) * attempts_per_variant):
-            plan = {}
-            for i in idx:
-                k = max(1, round(mask_prob * len(parts[i])))
-                masked = sorted(rng.sample(maskable[i], min(k, len(maskable[i]))))
-                plan[i] = masked
-                mask = tokenizer.mask_token
-                texts.append(" ".join(_join(p, mask if j in masked else None) for j, p in enumerate(parts[i])))
-                n_masks.append(len(masked))
-            plans.append(plan)
+        plans, texts, n_masks = _draw_masks(parts, maskable, (n - len(out)) * attempts_per_variant, mask_prob, mask, rng)
         fills = iter(_refill(texts, n_masks, model, top_k, rng, batch_size, max_length, device))
         for plan in plans:
-            variant, in_band = list(segments), True
-            for i in idx:
-                new = dict(zip(plan[i], next(fills)))
-                variant[i] = " ".join(_join(p, new.get(j)) for j, p in enumerate(parts[i]))
-                in_band &= min_jaccard <= token_jaccard(segments[i], variant[i]) <= max_jaccard
-            variant = tuple(variant)
+            variant = _filled(segments, parts, plan, fills)
+            in_band = all(min_jaccard <= token_jaccard(segments[i], variant[i]) <= max_jaccard for i in plan)
             if same_text(variant, segments) or in_band:
                 if keep(variant, segments, seen, rejected) and len(out) < n:
                     out.append(variant)
             elif rejected is not None:
                 rejected["band"] += 1
     return out
+
+
+def _check_settings(mask_prob: float, min_jaccard: float, max_jaccard: float, top_k: int) -> None:
+    if not 0 < mask_prob <= 1:
+        raise RecipeError(f"mlm setting `mask_prob` must be in (0, 1], got {mask_prob}")
+    if not 0 <= min_jaccard <= max_jaccard <= 1:
+        raise RecipeError(f"mlm settings need 0 <= min_jaccard <= max_jaccard <= 1, got {min_jaccard}, {max_jaccard}")
+    if top_k < 1:
+        raise RecipeError(f"mlm setting `top_k` must be >= 1, got {top_k}")
+
+
+def _words(segments: Segments, perturb_segments: Sequence[int] | None):
+    """The perturbed segments' words as (leading punctuation, core, trailing punctuation), and per segment
+    with a word to mask, the positions of its words with a core (only cores are masked)."""
+    parts = {
+        i: [_PUNCT.fullmatch(w).groups() for w in segments[i].split()]
+        for i in perturbed(segments, perturb_segments)
+    }
+    maskable = {i: [j for j, (_, core, _) in enumerate(p) if core] for i, p in parts.items()}
+    return parts, {i: positions for i, positions in maskable.items() if positions}
+
+
+def _draw_masks(parts: dict, maskable: dict[int, list[int]], count: int, mask_prob: float, mask: str, rng):
+    """``count`` candidates, each a random set of masked word positions per segment (``mask_prob`` of its
+    words, at least one): ``(plans, masked texts, masks per text)``."""
+    plans, texts, n_masks = [], [], []
+    for _ in range(count):
+        plan = {}
+        for i, positions in maskable.items():
+            k = max(1, round(mask_prob * len(parts[i])))
+            masked = sorted(rng.sample(positions, min(k, len(positions))))
+            plan[i] = masked
+            texts.append(" ".join(_join(p, mask if j in masked else None) for j, p in enumerate(parts[i])))
+            n_masks.append(len(masked))
+        plans.append(plan)
+    return plans, texts, n_masks
+
+
+def _filled(segments: Segments, parts: dict, plan: dict[int, list[int]], fills) -> Segments:
+    """The variant of ``segments`` whose masked words (``plan``) take the next refills, in order."""
+    variant = list(segments)
+    for i, masked in plan.items():
+        new = dict(zip(masked, next(fills)))
+        variant[i] = " ".join(_join(p, new.get(j)) for j, p in enumerate(parts[i]))
+    return tuple(variant)
