@@ -38,9 +38,10 @@ def _texts(path: Path) -> str:
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".py":
         return text
-    parts = [node.value.value for node in ast.walk(ast.parse(text))
-             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
-    parts += [tok.string for tok in tokenize.generate_tokens(io.StringIO(text).readline) if tok.type == tokenize.COMMENT]
+    parts = [node.value.value for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Expr)
+             and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    parts += [tok.string for tok in tokens if tok.type == tokenize.COMMENT]
     return "\n".join(parts)
 
 
@@ -124,4 +125,6 @@ def test_a_dangling_name_link_or_section_is_flagged(tmp_path):
         "agora/x.py: names docs/other.md, which is not in the repo",
     ]
     (tmp_path / "README.md").write_text("[loop](docs/method.md#no-such-heading)\n")
-    assert dangling(tmp_path)[0] == "README.md: links to docs/method.md#no-such-heading, but docs/method.md has no such heading"
+    (tmp_path / "agora" / "x.py").unlink()
+    assert dangling(tmp_path) == [
+        "README.md: links to docs/method.md#no-such-heading, but docs/method.md has no such heading"]
