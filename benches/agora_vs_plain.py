@@ -1,4 +1,4 @@
-"""Agora against its baselines, under AGORA.md's evaluation protocol (second version).
+"""Agora against its baselines, under the protocol of docs/method.md, "What the evidence says".
 
 Teacher S: all-MiniLM-L6-v2 fine-tuned by this framework (Agora off) on a slice of train (SST-2:
 40,000 rows); its epoch is chosen on its own E_sel. Student f0: MiniLM's first layers (2, or the

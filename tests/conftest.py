@@ -21,7 +21,8 @@ if DATA_DIR:  # CI passes ../shared/data; tests change directory and build trees
 def data_dir() -> Path:
     """``$AGORA_DATA_DIR`` (the real benchmark files); tests that need it skip without it."""
     if not DATA_DIR:
-        pytest.skip("AGORA_DATA_DIR is not set: real benchmark files unavailable")
+        pytest.skip("AGORA_DATA_DIR is not set: this test is about the real benchmark files (set it to their "
+                    "folder, e.g. ../shared/data); tests of the method run on tests/fixtures/tiny without it")
     path = Path(DATA_DIR)
     if not path.is_dir():
         pytest.fail(f"AGORA_DATA_DIR={DATA_DIR} is set but is not a directory")
@@ -56,14 +57,46 @@ def build_tiny_tokenizer(out: Path) -> Path:
     return out
 
 
+TINY_DATA = Path(__file__).parent / "fixtures" / "tiny"
+
+
 @pytest.fixture(scope="session")
-def roberta_tokenizer_dir(tmp_path_factory) -> Path:
+def tiny_data() -> Path:
+    """A data dir every checkout has: a few dozen rows each of RTE, SST-2, STS-B and COPA in their
+    benchmarks' own layouts (``tests/fixtures/tiny``, see its README.md), for tests of the method
+    that need a task but not the real benchmark files."""
+    return TINY_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """The tiny byte-level BPE (:func:`build_tiny_tokenizer`), whether or not ``AGORA_DATA_DIR`` is set."""
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(request) -> Path:
     """The RoBERTa tokenizer files of the data dir; without ``AGORA_DATA_DIR``, a tiny byte-level BPE
     with the same special tokens and pair template (:func:`build_tiny_tokenizer`), so unit tests of
     models, teachers and generators run anywhere."""
     if DATA_DIR:
         return Path(DATA_DIR) / "tokenizers" / "roberta"
-    return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
+    return request.getfixturevalue("tiny_tokenizer_dir")
+
+
+def save_tiny_bort(out: Path, tokenizer_dir: Path) -> Path:
+    """A BORT-shaped encoder scaled down (2 layers, hidden 32), random weights (seed 0), with the
+    tokenizer of ``tokenizer_dir``, saved in ``out`` like a hub checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    from agora.fit.model import bort_config
+
+    torch.manual_seed(0)
+    model = BertModel(bort_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -74,17 +107,14 @@ def tiny_bort(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
     Same vocabulary handling as BORT (50265 tokens, pad id 1, no token types), saved like a
     hub checkpoint so it loads through ``from_pretrained`` exactly as ``amazon/bort`` would.
     """
-    import torch
-    from transformers import AutoTokenizer, BertModel
+    return save_tiny_bort(tmp_path_factory.mktemp("tiny_bort"), roberta_tokenizer_dir)
 
-    from agora.fit.model import bort_config
 
-    out = tmp_path_factory.mktemp("tiny_bort")
-    torch.manual_seed(0)
-    model = BertModel(bort_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(out)
-    return out
+@pytest.fixture(scope="session")
+def local_bort(tmp_path_factory, tiny_tokenizer_dir: Path) -> Path:
+    """:func:`tiny_bort` with the tiny tokenizer on every machine: runs on :func:`tiny_data` give the
+    same numbers with and without ``AGORA_DATA_DIR``."""
+    return save_tiny_bort(tmp_path_factory.mktemp("local_bort"), tiny_tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -128,23 +158,34 @@ def tiny_recipe(model_dir: Path, data_dir: Path, out_dir: Path, task: str = "rte
     return recipe
 
 
+def save_tiny_teacher(out: Path, tokenizer_dir: Path, labels=("entailment", "not_entailment")) -> Path:
+    """A tiny classifier (1 layer, hidden 32, random weights, seed 1) saved in ``out`` with ``labels``
+    as its label names and the tokenizer of ``tokenizer_dir``, the way a fine-tuned teacher is saved."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    id2label = dict(enumerate(labels))
+    config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                        initializer_range=0.2)
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, roberta_tokenizer_dir: Path) -> Path:
     """A tiny RTE teacher (1 layer, hidden 32, random weights) saved with RTE's label names and its
     own tokenizer, the way a fine-tuned teacher checkpoint is saved. Initialised wide (std 0.2) so
     its confidence varies (about 0.50..0.70 on RTE pairs) and it predicts both labels."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    return save_tiny_teacher(tmp_path_factory.mktemp("tiny_teacher"), roberta_tokenizer_dir)
 
-    out = tmp_path_factory.mktemp("tiny_teacher")
-    torch.manual_seed(1)
-    id2label = {0: "entailment", 1: "not_entailment"}
-    config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=37, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-                        initializer_range=0.2)
-    BertForSequenceClassification(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(out)
-    return out
+
+@pytest.fixture(scope="session")
+def local_teacher(tmp_path_factory, tiny_tokenizer_dir: Path) -> Path:
+    """:func:`tiny_teacher` with the tiny tokenizer on every machine (see :func:`local_bort`)."""
+    return save_tiny_teacher(tmp_path_factory.mktemp("local_teacher"), tiny_tokenizer_dir)
 
 
 def run_cli(recipe: dict, tmp_path: Path, name: str, data_dir: Path, ddp: bool = False):

@@ -1,4 +1,5 @@
-"""AgoraCallback in real fits: a tiny student and a tiny teacher on real RTE rows.
+"""AgoraCallback in real fits: a tiny student and a tiny teacher on the tiny RTE rows of
+tests/fixtures/tiny (no benchmark files needed).
 
 Expansion, distillation and reweighting together; the teacher cache across epochs and runs;
 what is reported; resume equivalence; bad input.
@@ -29,8 +30,8 @@ def no_variants(segments, rng, n, **settings):
     return []
 
 
-def _recipe(tiny_bort, data_dir, out, teacher, agora=None, **sections):
-    return tiny_recipe(tiny_bort, data_dir, out, agora={**AGORA, **(agora or {})},
+def _recipe(local_bort, tiny_data, out, teacher, agora=None, **sections):
+    return tiny_recipe(local_bort, tiny_data, out, agora={**AGORA, **(agora or {})},
                        teacher={"path": str(teacher), "cache_dir": str(out.parent / "teacher-cache")},
                        **{"trainer": {"max_epochs": 3}, **sections})
 
@@ -52,9 +53,9 @@ def _callback_state(ckpt) -> dict:
     return next(v for k, v in state["callbacks"].items() if k.startswith("AgoraCallback"))
 
 
-def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, tiny_data, local_bort, local_teacher):
     run = tmp_path / "run"
-    _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher))
+    _fit(_recipe(local_bort, tiny_data, run, local_teacher))
     report = _agora(run)
     epochs = report["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
@@ -73,12 +74,12 @@ def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, 
     assert all(r["label"] in ("entailment", "not_entailment") and abs(sum(r["teacher_probs"]) - 1) < 1e-4 for r in rows)
     # the teacher: D scored at the start (distillation), each distinct input once
     teacher = report["teacher"]
-    assert teacher["train_rows_scored"] == teacher["teacher_forward_calls"] == 103  # 128 rows minus E's 25
-    assert report["teacher_forward_calls"] == 103 + sum(e["scored"] for e in epochs[:2])
+    assert teacher["train_rows_scored"] == teacher["teacher_forward_calls"] == 64  # 80 rows minus E's 16
+    assert report["teacher_forward_calls"] == 64 + sum(e["scored"] for e in epochs[:2])
     assert report["teacher_cache_hits"] == 0
     # reweighting: mean 1 over D + generated rows, generated rows hold at most rho of the total
     w = epochs[-1]["weights"]
-    assert w["n"] == 103 + len(rows) and w["mean"] == pytest.approx(1.0)
+    assert w["n"] == 64 + len(rows) and w["mean"] == pytest.approx(1.0)
     assert w["generated_share"] <= AGORA["rho"] + 1e-9 and w["max"] > w["min"]
     # logged through Lightning's logger
     header = (run / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -86,32 +87,32 @@ def test_fit_expands_mistakes_distils_reweights_and_reports(tmp_path, data_dir, 
 
     # a second run with the same teacher cache: zero teacher calls, the same generated rows
     again = tmp_path / "again"
-    _fit(_recipe(tiny_bort, data_dir, again, tiny_teacher))
+    _fit(_recipe(local_bort, tiny_data, again, local_teacher))
     second = _agora(again)
     assert second["teacher_forward_calls"] == 0
     assert second["teacher_cache_hits"] == report["teacher_forward_calls"]
     assert _generated(again) == rows
 
 
-def test_expand_all_sampler_mode_confidence_filter_and_balance(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_expand_all_sampler_mode_confidence_filter_and_balance(tmp_path, tiny_data, local_bort, local_teacher):
     run = tmp_path / "run"
     agora = {"expand_from": "all", "variants_per_source": 2, "min_teacher_confidence": 0.54,
              "balance_generated": True, "reweight_mode": "sampler", "reweight_by": "error", "alpha": 0.0,
              "generated_targets": "hard", "rho": 0.5}
-    _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, agora, trainer={"max_epochs": 2}))
+    _fit(_recipe(local_bort, tiny_data, run, local_teacher, agora, trainer={"max_epochs": 2}))
     report = _agora(run)
     first = report["epochs"][0]
-    assert "mistakes" not in first and first["sources"] == 13  # every row of E_gen (not evaluated: no mistakes)
+    assert "mistakes" not in first and first["sources"] == 8  # every row of E_gen (not evaluated: no mistakes)
     assert report["teacher"] is not None and "train_rows_scored" not in report["teacher"]  # alpha 0: D not scored
     assert first["rejected"]["confidence"] > 0 and first["kept"] > 0
     assert first["kept"] + first["rejected"]["confidence"] + first["rejected"]["balance"] == first["scored"]
     assert report["epochs"][-1]["weights"]["generated_share"] <= 0.5 + 1e-9
 
 
-def test_require_agreement_keeps_only_rows_the_teacher_labels_as_their_source(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_require_agreement_keeps_only_rows_the_teacher_labels_as_their_source(tmp_path, tiny_data, local_bort, local_teacher):
     run = tmp_path / "run"
     agora = {"expand_from": "all", "variants_per_source": 2, "require_agreement": True, "balance_generated": False}
-    _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, agora, trainer={"max_epochs": 2}))
+    _fit(_recipe(local_bort, tiny_data, run, local_teacher, agora, trainer={"max_epochs": 2}))
     first = _agora(run)["epochs"][0]
     assert first["rejected"]["disagree"] > 0 and first["kept"] > 0  # a random teacher disagrees with some
     assert first["kept"] + first["rejected"]["disagree"] == first["scored"] and first["agreement_kept"] == 1.0
@@ -152,10 +153,10 @@ class _CrashAt(L.Callback):
             raise _Stop(f"stopped before epoch {self.epoch}")
 
 
-def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, tiny_bort, tiny_teacher, monkeypatch):
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, tiny_data, local_bort, local_teacher, monkeypatch):
     agora_settings = {"expand_from": "mistakes", "reweight_mode": "loss"}
     whole = tmp_path / "whole"
-    _fit(_recipe(tiny_bort, data_dir, whole, tiny_teacher, agora_settings, output={"predict": False, "export": False}))
+    _fit(_recipe(local_bort, tiny_data, whole, local_teacher, agora_settings, output={"predict": False, "export": False}))
 
     stopped = tmp_path / "stopped"
     original = agora.fit.run._trainer_kwargs
@@ -165,7 +166,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, tiny_bor
         return {**kwargs, "callbacks": kwargs["callbacks"] + [_CrashAt(2)]}
 
     monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", crashing)
-    recipe = _recipe(tiny_bort, data_dir, stopped, tiny_teacher, agora_settings, output={"predict": False, "export": False})
+    recipe = _recipe(local_bort, tiny_data, stopped, local_teacher, agora_settings, output={"predict": False, "export": False})
     with pytest.raises(_Stop):
         _fit(recipe)
     assert len(_callback_state(stopped / "checkpoints" / "last.ckpt")["epochs_done"]) == 2
@@ -185,9 +186,9 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, tiny_bor
     assert [e["kept"] for e in _agora(whole)["epochs"][:2]] == [e["kept"] for e in _agora(stopped)["epochs"][:2]]
 
 
-def test_generator_returning_nothing_warns_and_the_fit_goes_on(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_generator_returning_nothing_warns_and_the_fit_goes_on(tmp_path, tiny_data, local_bort, local_teacher):
     run = tmp_path / "run"
-    recipe = _recipe(tiny_bort, data_dir, run, tiny_teacher, {"generator": "test_callback:no_variants", "alpha": 0.0},
+    recipe = _recipe(local_bort, tiny_data, run, local_teacher, {"generator": "test_callback:no_variants", "alpha": 0.0},
                      trainer={"max_epochs": 2}, output={"predict": False, "export": False})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -197,9 +198,9 @@ def test_generator_returning_nothing_warns_and_the_fit_goes_on(tmp_path, data_di
     assert report["generated"] == 0 and report["epochs"][0]["kept"] == 0
 
 
-def test_bad_settings_fail_before_training(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_bad_settings_fail_before_training(tmp_path, tiny_data, local_bort, local_teacher):
     def recipe(agora=None, teacher=None):
-        r = _recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher, agora)
+        r = _recipe(local_bort, tiny_data, tmp_path / "run", local_teacher, agora)
         r["teacher"].update(teacher or {})
         return r
 
@@ -213,8 +214,8 @@ def test_bad_settings_fail_before_training(tmp_path, data_dir, tiny_bort, tiny_t
         validate_recipe(recipe(teacher={"path": None}))
     with pytest.raises(ModelNotFoundError, match="no such file"):
         _fit(recipe(teacher={"path": str(tmp_path / "missing-teacher")}))
-    with pytest.raises(ModelError, match="labels"):  # tiny_bort has generic LABEL_0/LABEL_1 names
-        _fit(recipe(teacher={"path": str(tiny_bort)}))
+    with pytest.raises(ModelError, match="labels"):  # local_bort has generic LABEL_0/LABEL_1 names
+        _fit(recipe(teacher={"path": str(local_bort)}))
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -231,7 +232,7 @@ def _training_set(d_idx, names=("entailment", "not_entailment")):
     return TrainingSet(d, tokens, tokenize, list(names))
 
 
-def test_training_set_and_callback_state_round_trip(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_training_set_and_callback_state_round_trip(tmp_path, tiny_data, local_bort, local_teacher):
     from agora.data.cards import load_task
     from agora.method.callback import AgoraCallback
     from agora.method.generated import Expansion
@@ -252,7 +253,7 @@ def test_training_set_and_callback_state_round_trip(tmp_path, data_dir, tiny_bor
     assert np.isnan(cols["teacher_probs"][:3]).all() and cols["teacher_probs"][3].tolist() == pytest.approx([0.9, 0.1])
     assert [r.label for r in b.generated_rows()] == ["entailment", "not_entailment"]
     # the callback's own state (epochs done, the per-epoch report) round-trips beside it
-    cfg = validate_recipe(_recipe(tiny_bort, data_dir, tmp_path / "run", tiny_teacher))
+    cfg = validate_recipe(_recipe(local_bort, tiny_data, tmp_path / "run", local_teacher))
     cb = AgoraCallback(cfg, load_task("rte"))
     cb.epochs_done, cb.history = [0], [{"epoch": 0, "kept": np.int64(2)}]
     torch.save(cb.state_dict(), path)
@@ -273,25 +274,23 @@ def test_generated_rows_never_take_the_idx_of_a_row_of_d():
     assert rows.positions(idx).tolist() == [3, 1, 5, 2, 4, 0]
 
 
-def _save_teacher(path, roberta_tokenizer_dir, kind):
+def _save_teacher(path, tiny_tokenizer_dir, kind):
     from transformers import AutoTokenizer, BertConfig, BertForMultipleChoice, BertForSequenceClassification
 
     torch.manual_seed(2)
     config = BertConfig(vocab_size=50265, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=37, num_labels=1, initializer_range=0.2)
     (BertForMultipleChoice if kind == "multiple_choice" else BertForSequenceClassification)(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(roberta_tokenizer_dir).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(path)
     return path
 
 
 @pytest.mark.parametrize("task,kind", [("stsb", "regression"), ("copa", "multiple_choice")])
-def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir):
-    teacher = _save_teacher(tmp_path / "teacher", roberta_tokenizer_dir, kind)
+def test_regression_and_multiple_choice_fits(task, kind, tmp_path, tiny_data, local_bort, tiny_tokenizer_dir):
+    teacher = _save_teacher(tmp_path / "teacher", tiny_tokenizer_dir, kind)
     run = tmp_path / "run"
-    recipe = tiny_recipe(tiny_bort, data_dir, run, task=task,
-                         data={"max_train_samples": 64, "max_eval_samples": 32,
-                               # COPA's full train set is not in the data dir: train on its 100 dev rows
-                               "files": {"train": "superglue/COPA/val.jsonl"} if task == "copa" else {}},
+    recipe = tiny_recipe(local_bort, tiny_data, run, task=task,
+                         data={"max_train_samples": 64, "max_eval_samples": 32},
                          agora={**AGORA, "expand_from": "all", "variants_per_source": 2},
                          teacher={"path": str(teacher), "cache_dir": str(tmp_path / "cache")},
                          trainer={"max_epochs": 2}, output={"predict": False, "export": False})
@@ -307,13 +306,13 @@ def test_regression_and_multiple_choice_fits(task, kind, tmp_path, data_dir, tin
         assert sum(report["epochs"][0]["label_balance"].values()) == report["epochs"][0]["kept"]
 
 
-def test_dev_scored_at_end_gives_the_same_fit(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_dev_scored_at_end_gives_the_same_fit(tmp_path, tiny_data, local_bort, local_teacher):
     """``data.eval_dev: at_end``: the epochs score E_sel and E_gen only, and the fit (best epoch, final
     scores, Agora's generated rows) is the one that scores dev every epoch."""
     runs = {}
     for when in ("every_epoch", "at_end"):
         run = tmp_path / when
-        _fit(_recipe(tiny_bort, data_dir, run, tiny_teacher, data={"eval_dev": when}, trial={"e_seed": 0},
+        _fit(_recipe(local_bort, tiny_data, run, local_teacher, data={"eval_dev": when}, trial={"e_seed": 0},
                      trainer={"max_epochs": 2}, output={"predict": False, "export": False}))
         runs[when] = json.loads((run / "metrics.json").read_text())
     every, at_end = runs["every_epoch"], runs["at_end"]

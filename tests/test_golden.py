@@ -6,8 +6,14 @@ loss of every epoch, every E_sel and dev score, the generated-row counts, the se
 and D's growth, and the final metrics. fp32, one thread: the numbers are the same on every run of
 the same code on the same kind of machine.
 
+On real RTE rows with the RoBERTa tokenizer (``agora_fit``, ``search``: they need
+``AGORA_DATA_DIR``), and on the tiny task files of ``tests/fixtures/tiny`` with the tiny tokenizer,
+which run on every machine: ``tiny_agora_fit`` here, on single sentences in SST-2's layout, and
+``tiny_search``, the search test_search_e2e.py runs anyway (RTE's layout), compared there.
+
 Recorded in ``tests/golden/*.json``; to record them again after an intended change of behaviour:
-``AGORA_UPDATE_GOLDEN=1 pytest tests/test_golden.py`` (and say why in the commit).
+``AGORA_UPDATE_GOLDEN=1 pytest tests/test_golden.py tests/test_search_e2e.py`` (and say why in the
+commit).
 """
 
 import json
@@ -16,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_recipe
+from conftest import run_cli, save_tiny_teacher, tiny_recipe
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("AGORA_UPDATE_GOLDEN") == "1"
@@ -118,3 +124,20 @@ def test_golden_search(tmp_path, data_dir, tiny_bort, tiny_teacher):
     summary = _search_summary(run)
     assert len(summary["rounds"]) == 2 and summary["d_rows"] > 0
     _check("search", summary)
+
+
+@pytest.fixture(scope="module")
+def sst2_teacher(tmp_path_factory, tiny_tokenizer_dir):
+    """A tiny teacher with SST-2's label names and the tiny tokenizer."""
+    return save_tiny_teacher(tmp_path_factory.mktemp("sst2_teacher"), tiny_tokenizer_dir, ("negative", "positive"))
+
+
+def test_golden_tiny_agora_fit(tmp_path, tiny_data, local_bort, sst2_teacher):
+    run = tmp_path / "run"
+    recipe = _recipe(local_bort, sst2_teacher, tiny_data, run, task="sst2",
+                     trainer={"max_epochs": 3, "num_sanity_val_steps": 0})
+    run_cli(recipe, tmp_path, "fit", tiny_data)
+    summary = _fit_summary(run)
+    assert summary["generated"] > 0 and len(summary["epochs"]) == 3  # the run did expand
+    _check("tiny_agora_fit", summary)
+

@@ -353,10 +353,10 @@ def test_bad_values_and_budgets_fail_before_any_fit():
         plan(_cfg(agora={"enabled": True, "alpha": 0, "expand_every_n_epochs": 0}), "x.yaml")
 
 
-def test_e_larger_than_train_fails_before_any_fit(data_dir, tmp_path):
+def test_e_larger_than_train_fails_before_any_fit(tiny_data, tmp_path):
     from agora.search import run_search
 
-    cfg = _cfg(agora={"e_size": 200}, data={"dir": str(data_dir), "max_train_samples": 64},
+    cfg = _cfg(agora={"e_size": 200}, data={"dir": str(tiny_data), "max_train_samples": 64},
                output={"dir": str(tmp_path / "run")})
     with pytest.raises(RecipeError, match=r"agora\.e_size 200 is not smaller than the training set \(64 rows"):
         run_search(cfg, "x.yaml", progress=lambda line: None)

@@ -1,5 +1,5 @@
-"""Agora's rounds end to end: the real CLI runs a search (tiny student, tiny teacher, real RTE rows,
-4 θs, 2 rounds), then the report, plots, export and resume are checked."""
+"""Agora's rounds end to end: the real CLI runs a search (tiny student, tiny teacher, the tiny RTE
+rows of tests/fixtures/tiny, 4 θs, 2 rounds), then the report, plots, export and resume are checked."""
 
 import json
 from pathlib import Path
@@ -8,17 +8,18 @@ import pytest
 import yaml
 
 from conftest import run_cli, tiny_recipe
+from test_golden import _check, _search_summary
 
 SPACE = {"optim.lr": [3e-3, 1e-4], "seed": [0, 1]}
 
 
-def _recipe(tiny_bort, tiny_teacher, data_dir, out, agora=True):
+def _recipe(local_bort, local_teacher, tiny_data, out, agora=True):
     return tiny_recipe(
-        tiny_bort, data_dir, out,
+        local_bort, tiny_data, out,
         data={"max_train_samples": 64, "max_eval_samples": 32, "max_predict_samples": 16},
         trainer={"max_epochs": 1, "num_sanity_val_steps": 0},
         agora={"enabled": agora, "expand_every_n_epochs": 0, "variants_per_source": 2, "alpha": 0.5},
-        teacher={"path": str(tiny_teacher), "cache_dir": str(out.parent / f"teacher-cache-{out.name}")},
+        teacher={"path": str(local_teacher), "cache_dir": str(out.parent / f"teacher-cache-{out.name}")},
         search={"space": SPACE, "max_rounds": 2, "max_replays": 0, "min_prune_fraction": 0.25,
                 "budget": {"max_fits": 8}},
     )
@@ -39,10 +40,10 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture(scope="module")
-def searched(one_thread, tmp_path_factory, tiny_bort, tiny_teacher, data_dir):
+def searched(one_thread, tmp_path_factory, local_bort, local_teacher, tiny_data):
     tmp = tmp_path_factory.mktemp("search")
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp / "run")
-    proc = run_cli(recipe, tmp, "search", data_dir)
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp / "run")
+    proc = run_cli(recipe, tmp, "search", tiny_data)
     return recipe, tmp / "run", proc.stdout
 
 
@@ -74,6 +75,15 @@ def test_cli_search_runs_two_rounds_and_reports(searched):
     assert "search: final scores" in stdout and "validation/accuracy" in stdout
 
 
+def test_search_matches_its_golden(searched):
+    """Every fit's losses and scores, the pruning, D's growth and the final metrics, as recorded in
+    ``tests/golden/tiny_search.json`` (see test_golden.py)."""
+    _, run, _ = searched
+    summary = _search_summary(run)
+    assert len(summary["rounds"]) == 2 and summary["d_rows"] > 0
+    _check("tiny_search", summary)
+
+
 def test_search_run_dir_holds_the_best_student_report_and_plots(searched):
     from transformers import AutoModelForSequenceClassification
 
@@ -101,7 +111,7 @@ def test_search_run_dir_holds_the_best_student_report_and_plots(searched):
         assert f"plots/{name}" in report
 
 
-def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, tiny_bort, tiny_teacher, data_dir):
+def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, local_bort, local_teacher, tiny_data):
     from agora.config import validate_recipe
     from agora.method.extension import agora_extension
     from agora.search import LocalRunner, run_search
@@ -152,12 +162,12 @@ def test_killed_search_resumes_after_the_last_finished_fit(searched, tmp_path, t
     assert result.main_score == uninterrupted["best"]["dev_score"]
 
 
-def test_plain_baseline_is_the_same_search_with_agora_off(tmp_path, tiny_bort, tiny_teacher, data_dir):
+def test_plain_baseline_is_the_same_search_with_agora_off(tmp_path, local_bort, local_teacher, tiny_data):
     """One switch (agora.enabled: false): the same Θ, E_sel and selection rule, nothing generated."""
     from agora.config import validate_recipe
     from agora.search import run_search
 
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp_path / "run", agora=False)
     recipe["search"] = {**recipe["search"], "space": {}, "trials": [{"optim.lr": 3e-3, "seed": 0}, {"optim.lr": 1e-4, "seed": 0}],
                         "max_rounds": 1}
     recipe["output"]["predict"] = False

@@ -1,7 +1,8 @@
 """Agora's search on Ray Tune (``search.runner: ray``) against the local runner: the same search, its fits
 run as concurrent trials. One local Ray (2 CPUs, loopback only) serves the whole module.
 
-The search is test_search_e2e's: tiny student, tiny teacher, real RTE rows, 4 θs, 2 rounds.
+The search is test_search_e2e's: tiny student, tiny teacher, the tiny RTE rows of
+tests/fixtures/tiny, 4 θs, 2 rounds.
 Tolerance of the comparison: none. Both runners run each fit with 1 torch thread, the same seed,
 the same data and the same CPU kernels (fp32), only in another process; such fits are bit-identical
 (checked: every E_sel and dev score, and every mistake index, equal). Scores are accuracies, k/n over
@@ -72,18 +73,18 @@ def _distinct_cached(cache: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def local_reference(tmp_path_factory, tiny_bort, tiny_teacher, data_dir):
+def local_reference(tmp_path_factory, local_bort, local_teacher, tiny_data):
     """The search on the local runner (fits one after the other, in this process)."""
     tmp = tmp_path_factory.mktemp("local")
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp / "run")
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp / "run")
     _search(recipe)
     return recipe, tmp / "run"
 
 
 @pytest.fixture(scope="module")
-def ray_searched(ray_address, tmp_path_factory, tiny_bort, tiny_teacher, data_dir):
+def ray_searched(ray_address, tmp_path_factory, local_bort, local_teacher, tiny_data):
     tmp = tmp_path_factory.mktemp("ray")
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp / "run")
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp / "run")
     recipe["search"] = {**recipe["search"], **RAY}
     lines: list[str] = []
     start = time.perf_counter()
@@ -130,16 +131,16 @@ def test_ray_progress_one_line_per_finished_trial(ray_searched):
                                                     for n in reversed(range(len(r["thetas"])))]
 
 
-def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_address, tmp_path, tiny_bort,
-                                                                         tiny_teacher, data_dir):
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_address, tmp_path, local_bort,
+                                                                         local_teacher, tiny_data):
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp_path / "run", agora=False)
     recipe["output"]["predict"] = False
     missing = tmp_path / "config-only-model"  # its config passes the checks made before the search; its fit fails
     missing.mkdir()
-    shutil.copy(Path(tiny_bort) / "config.json", missing / "config.json")
+    shutil.copy(Path(local_bort) / "config.json", missing / "config.json")
     missing = str(missing)
     recipe["search"] = {**recipe["search"], **RAY, "space": {}, "max_rounds": 1, "trials": [
-        {"optim.lr": 3e-3, "model.name": str(tiny_bort)}, {"optim.lr": 3e-3, "model.name": missing}]}
+        {"optim.lr": 3e-3, "model.name": str(local_bort)}, {"optim.lr": 3e-3, "model.name": missing}]}
     lines: list[str] = []
     result = _search(recipe, lines)
     state = _state(tmp_path / "run")
@@ -153,7 +154,7 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_search_goes_on(ray_ad
     assert "pruned: ModelError: cannot load model" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path, tiny_bort, tiny_teacher, data_dir):
+def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path, local_bort, local_teacher, tiny_data):
     """θ 0's fit kills its own process (SIGKILL, as the OOM killer or a lost node would) every time it
     starts. With max_failures 1, Ray Tune starts it twice, then it is recorded as failed with the
     reason and pruned; θ 1 finishes and the search goes on. Each fit takes both CPUs, so it runs
@@ -171,7 +172,7 @@ def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path,
             os.kill(os.getpid(), signal.SIGKILL)
         return agora_extension(cfg, card, run_dir)
 
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run", agora=False)
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp_path / "run", agora=False)
     recipe["output"]["predict"] = False
     recipe["search"] = {**recipe["search"], **RAY, "ray": {**RAY["ray"], "cpus_per_trial": 2, "max_failures": 1},
                         "space": {},
@@ -191,20 +192,20 @@ def test_a_lost_worker_is_retried_then_recorded_as_failed(ray_address, tmp_path,
     assert _state(tmp_path / "run")["rounds"][0]["removed"] == {"0": "failed fit"}
 
 
-def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path, tiny_bort, tiny_teacher, data_dir):
+def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path, local_bort, local_teacher, tiny_data):
     """The driver (the CLI, joining this module's Ray as a cluster) is killed once round 0 is done and
     round 1 has started; the rerun records the fits not yet finished, and only those, and ends as the
     local search. The fits go through a storage path, as on machines that share no disk: each runs in a
     temporary dir, is copied to the storage and gathered by the driver (D's additions travel with it)."""
     _, reference = local_reference
-    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, tmp_path / "run")
+    recipe = _recipe(local_bort, local_teacher, tiny_data, tmp_path / "run")
     recipe["search"] = {**recipe["search"], **RAY,
                         "ray": {**RAY["ray"], "address": ray_address, "storage_path": str(tmp_path / "storage")}}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(recipe))
     state_file = tmp_path / "run" / "search" / "state.json"
     driver = subprocess.Popen([sys.executable, "-m", "agora.cli", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env={**os.environ, "AGORA_DATA_DIR": str(data_dir),
+                              stderr=subprocess.STDOUT, env={**os.environ, "AGORA_DATA_DIR": str(tiny_data),
                                                              "RAY_OVERRIDE_DASHBOARD_URL": DASHBOARD, "PYTHONUNBUFFERED": "1"})
     deadline, done = time.time() + 300, 0
     while time.time() < deadline and driver.poll() is None:

@@ -65,22 +65,28 @@ def test_the_schema_checks_the_selection_settings():
 
 # ------------------------------------------------------------------ in a fit
 
-def _pool_file(data_dir, tmp_path, first=3000, n=90):
-    lines = (data_dir / "glue" / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines()
+WORDS = ["warm", "dull", "bright", "slow", "clever", "flat", "tender", "noisy", "gentle", "bitter"]
+
+
+def _pool_file(tmp_path, n=90):
+    """``n`` unlabelled rows in SST-2's layout, none of them a row of the tiny task's D, E or dev."""
+    rows = [f"pool phrase {i} : a {WORDS[i % 10]} and {WORDS[(i * 7 + 3) % 10]} {'story' if i % 3 else 'film'}"
+            for i in range(n)]
     path = tmp_path / "pool.tsv"
-    path.write_text("\n".join([lines[0], *lines[1 + first : 1 + first + n]]) + "\n", encoding="utf-8")
+    path.write_text("sentence\tlabel\n" + "".join(f"{r}\t0\n" for r in rows), encoding="utf-8")
     return path
 
 
-def _fit(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir, name, **agora):
+def _fit(tmp_path, tiny_data, local_bort, tiny_tokenizer_dir, name, **agora):
     from agora.trainer import AgoraTrainer
     from test_pool import _sst2_teacher
 
-    teacher = _sst2_teacher(tmp_path, roberta_tokenizer_dir) if not (tmp_path / "teacher").exists() else tmp_path / "teacher"
+    teacher = tmp_path / "teacher"
+    if not teacher.exists():
+        _sst2_teacher(tmp_path, tiny_tokenizer_dir)
     run = tmp_path / name
-    recipe = tiny_recipe(tiny_bort, data_dir, run, task="sst2",
-                         data={"max_train_samples": 120, "max_eval_samples": 32,
-                               "unlabelled": str(_pool_file(data_dir, tmp_path))},
+    recipe = tiny_recipe(local_bort, tiny_data, run, task="sst2",
+                         data={"max_train_samples": 64, "max_eval_samples": 24, "unlabelled": str(_pool_file(tmp_path))},
                          agora={"enabled": True, "variants_per_source": 2, **agora},
                          teacher={"path": str(teacher), "cache_dir": str(tmp_path / "cache")},
                          trainer={"max_epochs": 3}, output={"predict": False, "export": False})
@@ -90,11 +96,11 @@ def _fit(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir, name, **agora):
     return report, rows
 
 
-def test_a_fit_selects_pool_rows_by_disagreement_diverse_mixed_and_early(tmp_path, data_dir, tiny_bort,
-                                                                         roberta_tokenizer_dir):
+def test_a_fit_selects_pool_rows_by_disagreement_diverse_mixed_and_early(tmp_path, tiny_data, local_bort,
+                                                                         tiny_tokenizer_dir):
     select = {"by": "disagreement", "candidates": "pool", "rows": 10, "random_fraction": 0.4,
               "near_duplicate": 0.999}
-    report, rows = _fit(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir, "select", select=select,
+    report, rows = _fit(tmp_path, tiny_data, local_bort, tiny_tokenizer_dir, "select", select=select,
                         expand_at_start=True, balance_generated=False)
     epochs = report["epochs"]
     assert [e["epoch"] for e in epochs] == [-1, 0, 1, 2]  # one expansion before the first epoch
@@ -106,7 +112,7 @@ def test_a_fit_selects_pool_rows_by_disagreement_diverse_mixed_and_early(tmp_pat
     assert sorted({r["key"] for r in rows}) == [-1, 0, 1] and all(r["source_idx"] == -1 for r in rows)
     assert report["teacher"]["train_rows_scored"] > 0
     # the whole pool is scored by the teacher once: one forward per distinct input, ever
-    assert report["teacher_forward_calls"] == report["teacher"]["train_rows_scored"] + 90
+    assert report["teacher_forward_calls"] == report["teacher"]["teacher_forward_calls"] + 90  # D's, then the pool
 
 
 class _Teacher:
@@ -124,7 +130,7 @@ class _Teacher:
         return np.stack([np.where(first, 1 - conf, conf), np.where(first, conf, 1 - conf)], 1).astype(np.float32)
 
 
-def test_selection_takes_the_rows_the_student_disagrees_with_most(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_selection_takes_the_rows_the_student_disagrees_with_most(tmp_path, tiny_data, local_bort, local_teacher):
     """No random share, no diversity cut, no balance: the rows chosen are the top of KL x confidence, then the
     next ones (a chosen row is never chosen again); the student is asked about the candidates only."""
     from agora.data.cards import load_task
@@ -133,9 +139,8 @@ def test_selection_takes_the_rows_the_student_disagrees_with_most(tmp_path, data
     from agora.method.expand import Expander
     from agora.method.select import Selector
 
-    recipe = tiny_recipe(tiny_bort, data_dir, tmp_path / "run", task="sst2",
-                         data={"max_train_samples": 120, "max_eval_samples": 32,
-                               "unlabelled": str(_pool_file(data_dir, tmp_path))},
+    recipe = tiny_recipe(local_bort, tiny_data, tmp_path / "run", task="sst2",
+                         data={"max_train_samples": 64, "max_eval_samples": 24, "unlabelled": str(_pool_file(tmp_path))},
                          agora={"enabled": True, "balance_generated": False, "variants_per_source": 2,
                                 "select": {"by": "disagreement", "rows": 5, "near_duplicate": None}},
                          teacher={"path": "unused"})
@@ -144,7 +149,7 @@ def test_selection_takes_the_rows_the_student_disagrees_with_most(tmp_path, data
     data = TaskDataModule(cfg, card, load_tokenizer(cfg.model)[0]).load(predict=False)
     teacher = _Teacher()
     selector = Selector(Expander(cfg.agora, card, teacher, cfg.seed))
-    selector.prepare(data, str(tiny_teacher), tmp_path / "cache")
+    selector.prepare(data, str(local_teacher), tmp_path / "cache")
     asked = []
 
     def student(rows):  # prefers class 0 more for longer rows: disagrees most on long class-1 rows
@@ -169,9 +174,9 @@ def test_selection_takes_the_rows_the_student_disagrees_with_most(tmp_path, data
     assert mixed.variants[:2] == [pool.inputs[j] for j in ranked[10:12]]
 
 
-def test_pool_rows_all_distils_on_the_whole_pool(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir):
-    report, rows = _fit(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir, "all", pool_rows="all",
+def test_pool_rows_all_distils_on_the_whole_pool(tmp_path, tiny_data, local_bort, tiny_tokenizer_dir):
+    report, rows = _fit(tmp_path, tiny_data, local_bort, tiny_tokenizer_dir, "all", pool_rows="all",
                         expand_every_n_epochs=0)
     assert len(rows) == 90 == report["teacher"]["pool_rows_scored"] and {r["key"] for r in rows} == {-1}
-    weights = report["weights"]  # the rho cap (0.5), as for pool_rows: N: 90 pool rows beside D's 96 stay under it
-    assert weights["n_generated"] == 90 and weights["generated_share"] == pytest.approx(90 / weights["n"])
+    weights = report["weights"]  # the rho cap (0.5), as for pool_rows: N: 90 pool rows beside D's 52 go over it
+    assert weights["n_generated"] == 90 and weights["n"] == 90 + 52 and weights["generated_share"] == pytest.approx(0.5)

@@ -27,7 +27,7 @@ from conftest import tiny_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "submission"
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-# Written vocabularies, from design/SUBMISSIONS.md (independent of the task cards).
+# Written vocabularies, from docs/submissions.md (independent of the task cards).
 GLUE_VOCAB = {
     "CoLA.tsv": {"0", "1"}, "SST-2.tsv": {"0", "1"}, "MRPC.tsv": {"0", "1"}, "QQP.tsv": {"0", "1"},
     "WNLI.tsv": {"0", "1"}, "QNLI.tsv": {"entailment", "not_entailment"}, "RTE.tsv": {"entailment", "not_entailment"},
@@ -415,7 +415,7 @@ def test_superglue_zip_from_real_runs(sg_zip, sg_runs, bench_dir):
              "COPA.jsonl": "superglue/COPA/test.jsonl", "RTE.jsonl": "superglue/RTE/test.jsonl",
              "WiC.jsonl": "superglue/WiC/test.jsonl", "WSC.jsonl": "superglue/WSC/test.jsonl",
              "AX-b.jsonl": "superglue/AX-b/AX-b.jsonl", "AX-g.jsonl": "superglue/AX-g/AX-g.jsonl"}
-    # Written vocabularies, from design/SUBMISSIONS.md (independent of the task cards).
+    # Written vocabularies, from docs/submissions.md (independent of the task cards).
     vocab = {"BoolQ.jsonl": {"true", "false"}, "WiC.jsonl": {"true", "false"}, "WSC.jsonl": {"True", "False"},
              "CB.jsonl": {"entailment", "contradiction", "neutral"}, "RTE.jsonl": {"entailment", "not_entailment"},
              "AX-b.jsonl": {"entailment", "not_entailment"}, "AX-g.jsonl": {"entailment", "not_entailment"}}

@@ -114,7 +114,7 @@ class SelectConfig(_Section):
 
 
 class AgoraConfig(_Section):
-    """Settings of :class:`agora.method.callback.AgoraCallback`; see its method card and AGORA.md."""
+    """Settings of :class:`agora.method.callback.AgoraCallback`; see its method card and docs/method.md."""
 
     enabled: bool = False
     """Off: plain fine-tuning, the baseline every Agora result is compared with."""

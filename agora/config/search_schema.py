@@ -61,7 +61,7 @@ class RayConfig(_Section):
 
 
 class SearchConfig(_Section):
-    """Agora's rounds over Θ (AGORA.md, "The loop"); see :mod:`agora.search`.
+    """Agora's rounds over Θ (docs/method.md, "The loop"); see :mod:`agora.search`.
 
     Θ is a grid (``space``: dotted recipe key -> values, most influential key first) or an explicit
     list (``trials``: mappings with the same keys, ordered as in the first). Any recipe field can be

@@ -3,10 +3,10 @@
 Method card
 -----------
 What: Agora collects the student's mistakes on an evaluation set E and generates new training
-inputs from them (de Wynter 2020, arXiv 2010.07990). Our choice (AGORA.md, "Our decisions" and
-"Lessons from a first throwaway prototype"): E is a stratified slice of train, kept out of the
-training data D, the same size as the official dev set and at most ``e_max_fraction`` (20%) of
-train. It is cut into ``E_gen`` (its mistakes drive generation) and ``E_sel`` (ranks models and
+inputs from them (de Wynter 2020, arXiv 2010.07990). Our choice (docs/method.md, "E, cut in
+two"): E is a stratified slice of train, kept out of the training data D, the same size as the
+official dev set and at most ``e_max_fraction`` (20%) of train. It is cut into ``E_gen`` (its
+mistakes drive generation) and ``E_sel`` (ranks models and
 rounds; never used for generation), so that variants of E's rows cannot inflate the score used to
 rank, and the official dev set stays an honest measure.
 

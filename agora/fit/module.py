@@ -1,8 +1,9 @@
 """The LightningModule: loss, optimiser and schedule, exact metrics, predictions by example idx.
 
-Optimiser (AGORA.md, "Optimiser"): AdamW with decoupled, lr-scaled weight decay (torch's AdamW
-multiplies weights by ``1 - lr * weight_decay`` each step, the BERTAdam semantics), no decay on
-LayerNorm weights and biases, eps 1e-6, linear warmup then linear decay over the whole run.
+Optimiser (our choice; docs/method.md, "Other decisions where the papers are silent"): AdamW with
+decoupled, lr-scaled weight decay (torch's AdamW multiplies weights by ``1 - lr * weight_decay``
+each step, the BERTAdam semantics), no decay on LayerNorm weights and biases, eps 1e-6, linear
+warmup then linear decay over the whole run.
 Gradient clipping (1.0) is a Trainer flag set in every recipe.
 
 Evaluation gathers ``(idx, logits, label)`` from every rank at the end of the epoch, keeps one row

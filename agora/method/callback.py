@@ -2,8 +2,9 @@
 
 Method card
 -----------
-What: the three parts of Agora that act between epochs of one training run (AGORA.md, "Inside one
-training run"); the outer loop over hyperparameter sets and rounds lives around the fits.
+What: the three parts of Agora that act between epochs of one training run (docs/method.md,
+"Inside one fit: the callback"); the outer loop over hyperparameter sets and rounds lives around
+the fits.
 
 1. **Expand** (de Wynter 2020, arXiv 2010.07990, the loop's "generate new inputs from the
    mistakes, label them with S, append them to D"): every ``expand_every_n_epochs`` epochs, take
@@ -13,9 +14,10 @@ training run"); the outer loop over hyperparameter sets and rounds lives around 
    ``min_teacher_confidence``, optionally ``balance_generated``, and append them to D for the
    following epochs (:func:`agora.method.expand.expand`). ``E_sel`` is never used for generation. No
    expansion after the last epoch (nothing would train on it).
-2. **Distil** (Hinton et al. 2015; soft targets are our choice, see AGORA.md): the loss of
-   :meth:`agora.fit.module.AgoraModule.training_loss` is ``(1 - alpha) * CE + alpha * T^2 * KL`` on
-   every row with teacher probabilities: D's rows (scored once when the fit starts, if
+2. **Distil** (Hinton et al. 2015; soft targets are our choice, see docs/method.md, "Distil"):
+   the loss of :meth:`agora.fit.module.AgoraModule.training_loss` is
+   ``(1 - alpha) * CE + alpha * T^2 * KL`` on every row with teacher probabilities: D's rows
+   (scored once when the fit starts, if
    ``alpha > 0``) and generated rows, which train on the soft term alone with
    ``generated_targets: soft`` (:mod:`agora.method.distill`).
 3. **Reweight** (our choice, :mod:`agora.method.reweight`): after every epoch, per-example weights from

@@ -6,7 +6,7 @@ What: per example, ``(1 - alpha) * CE(student, gold) + alpha * T^2 * KL(teacher_
 (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"; the T^2 factor keeps the
 soft term's gradient scale independent of T). Agora's paper appends the teacher's hard labels
 (de Wynter 2020, arXiv 2010.07990); training on the teacher's probabilities is our choice,
-measured to be what moves the student (see the design notes).
+measured to be what moves the student (docs/method.md, "Distil").
 
 - Rows without teacher probabilities (``has_teacher`` false) get plain CE.
 - Rows with ``soft_only`` true (generated rows with ``generated_targets: soft``) get the KL term

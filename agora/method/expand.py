@@ -19,13 +19,13 @@ Steps of :func:`expand`, in order, each counted in ``stats``:
 2. Drop variants already in the training data or generated earlier (``seen``; our choice).
 3. Label the rest with S (through its cache: each distinct input is scored once, ever).
 4. Drop rows whose teacher confidence (largest probability) is below ``min_confidence``
-   (``confidence``; AGORA.md, "Late rounds add wrong labels"). Not applied to regression.
+   (``confidence``; docs/method.md, "Expand"). Not applied to regression.
    With ``require_agreement``, also drop rows whose teacher label differs from their source's gold
    label (``disagree``; regression: ``|S - gold| > 0.5``; our addition: a later epoch's mistakes are
    mostly the teacher's own, and their variants would teach the student the teacher's errors).
 5. Optionally balance classes (``balance``): cap each class so the kept rows follow ``class_prior``
-   (D's label proportions), keeping the most confident rows (AGORA.md, "Generated labels follow
-   the student's skew"; the cap is our choice). Classes with no generated row are ignored. The
+   (D's label proportions), keeping the most confident rows (docs/method.md, "Expand": why the
+   balance is on by default; the cap is our choice). Classes with no generated row are ignored. The
    agreement check comes before the balancing unless ``balance_first``. Why the order matters: a
    student's mistakes lean to one class (its sources are mostly of the class it misses), so most
    variants get that class from the teacher and agree with their gold label, and the few of the

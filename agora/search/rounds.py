@@ -3,7 +3,7 @@ mistakes, prune Θ or replay, until Θ is empty, E has no mistakes or the budget
 
 Method card
 -----------
-What (de Wynter 2020, arXiv 2010.07990; AGORA.md "The loop")::
+What (de Wynter 2020, arXiv 2010.07990; docs/method.md, "The loop")::
 
     while Θ is not empty:
         train one student per θ on D (from f0 each time); score each on E_sel

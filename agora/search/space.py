@@ -3,7 +3,7 @@
 Method card
 -----------
 What: Agora trains one student per hyperparameter set θ of a finite Θ, then prunes Θ after every
-round (de Wynter 2020, arXiv 2010.07990, and AGORA.md "The loop", "Pruning"). Θ itself (θ an
+round (de Wynter 2020, arXiv 2010.07990, and docs/method.md, "The loop", "Pruning"). Θ itself (θ an
 ordered tuple of recipe values, most influential first) comes from the recipe
 (:mod:`agora.config.space`).
 
@@ -53,7 +53,7 @@ def rank_key(score: float | None, tiebreak: float | None, position: int) -> tupl
 
 def prune(theta_list: list[tuple], scores: list[float | None], min_fraction: float = 0.25,
           tiebreak: list[float | None] | None = None) -> Pruning:
-    """Pruning after a round (AGORA.md, "Pruning").
+    """Pruning after a round (docs/method.md, "Pruning").
 
     Args:
         theta_list: Θ in its order (ordered tuples, most influential value first).

@@ -5,7 +5,7 @@ Every rule comes from the task cards (their ``submission: <benchmark>:`` section
 split, how a label is written, the task names a run may carry; ``predicted_by`` for AX, AX-b and
 AX-g; see :func:`_card_spec`): one place per task owns its labels, its metric and its file. Sources:
 the GLUE and SuperGLUE FAQs and the formatters of accepted submissions, summarised in
-``design/SUBMISSIONS.md``. RACE has no leaderboard server; its file format is our choice.
+``docs/submissions.md``. RACE has no leaderboard server; its file format is our choice.
 
 Row counts are always taken from the test split actually found in the data dir; the official
 counts in :data:`OFFICIAL_ROWS` are only documentation and the fallback of ``submit --check``

@@ -1,4 +1,4 @@
-"""Evidence v2: Agora against its baselines under the protocol of AGORA.md ("How Agora is compared").
+"""Evidence v2: Agora against its baselines (docs/method.md, "What the evidence says").
 
 The pieces of ``benches/agora_vs_plain.py``: :mod:`.stats` (paired tests, Holm, confidence
 intervals), :mod:`.plan` (tasks, slices, seeds), :mod:`.arms` (what each arm trains), :mod:`.fits`

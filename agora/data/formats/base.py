@@ -43,7 +43,8 @@ from agora.errors import DataError
 
 
 def find_mistakes(logits: np.ndarray, labels: np.ndarray, regression: bool) -> np.ndarray:
-    """Bool mask of mistakes: argmax != gold, or ``|prediction - gold| > 0.5`` for regression (AGORA.md)."""
+    """Bool mask of mistakes: argmax != gold, or ``|prediction - gold| > 0.5`` for regression
+    (docs/method.md, "E, cut in two")."""
     logits, labels = np.asarray(logits), np.asarray(labels)
     if regression:
         return np.abs(logits.reshape(len(labels), -1)[:, 0] - labels) > 0.5
