@@ -23,6 +23,7 @@ from typing import Any
 from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
 from agora.errors import AgoraError, RecipeError, TaskError
+from agora.fit.finite import diverged
 from agora.fit.module import Loss
 from agora.fit.precision import Resolved, resolve_trainer
 from agora.fit.resume import Resumable, ResumePoint, RunLogger, resume_path
@@ -264,15 +265,15 @@ class LocalRunner:
         self.extend = extend
 
     def run(self, jobs: Iterable, done: Callable[[Any, str | None], None]) -> None:
-        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds`` (an
-        exception stops the loop)."""
+        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds``; a fit whose
+        loss went NaN is ``done(job, "diverged: ...")`` (any other exception stops the loop)."""
         import time
 
         for job in jobs:
             start = time.perf_counter()
-            self.run_one(job)
+            failure = diverged(self.run_one, job)
             job.seconds = time.perf_counter() - start
-            done(job, None)
+            done(job, failure)
 
     def run_one(self, job) -> None:
         import yaml
