@@ -125,9 +125,10 @@ def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = N
     cfg, precision = with_resolved_precision(cfg)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
     try:
-        claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from, "from checkpoints/last.ckpt")
-        resume = ResumePoint.read(resume_path(cfg.output.resume_from, run_dir)) if cfg.output.resume_from else None
-        return _fit(cfg, card, precision, claimed, resume, source, extend)
+        with rundir.locked(run_dir):  # one writer per run dir, for the whole fit
+            claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from, "from checkpoints/last.ckpt")
+            resume = ResumePoint.read(resume_path(cfg.output.resume_from, run_dir)) if cfg.output.resume_from else None
+            return _fit(cfg, card, precision, claimed, resume, source, extend)
     finally:
         os.environ.pop("AGORA_RUN_DIR", None)
 
