@@ -246,3 +246,13 @@ def test_damaged_pool_embeddings_are_set_aside_and_embedded_again(tmp_path):
     with pytest.warns(UserWarning, match=rf"the cache file {path} is damaged \(its sha256 differs"):
         assert NearestGenerator._read(path, 50) is None
     assert not path.exists() and path.with_name("key.npy.corrupt").is_file()
+
+
+def test_a_read_only_data_cache_dir_is_a_clear_error(tmp_path, monkeypatch, data_dir):
+    from agora.data.cards import load_task
+    from agora.data.splits import load_split
+
+    read_only(tmp_path / "cache", monkeypatch)
+    with pytest.raises(RecipeError, match=rf"the cache dir {tmp_path}/cache/datasets cannot be written \(Permission "
+                                          r"denied\): set data.cache_dir to a writable directory"):
+        load_split(load_task("rte"), "train", data_dir, "local", tmp_path / "cache")
