@@ -102,6 +102,21 @@ def test_parts_carry_a_checksum_of_their_content(tmp_path):
     assert len(TeacherCache(tmp_path, "t")) == 2 and not list(tmp_path.glob("*/*.corrupt"))
 
 
+def test_random_bytes_over_the_stored_probabilities_are_caught(tmp_path):
+    """The garbage of the issue (5e34, -1.7e31 served as probabilities): bytes written over the values buffer."""
+    cache = TeacherCache(tmp_path, "t")
+    cache.add([("a",), ("b",)], [[0.25, 0.75], [0.5, 0.5]])
+    (part,) = _parts(tmp_path)
+    data = part.read_bytes()
+    values = np.array([0.25, 0.75, 0.5, 0.5], np.float32).tobytes()
+    at = data.index(values)
+    part.write_bytes(data[:at] + np.array([5e34, -1.7e31, 0.5, 0.5], np.float32).tobytes() + data[at + 16:])
+    with pytest.warns(UserWarning, match=f"part {part} is damaged: its checksum does not match its content"):
+        fresh = TeacherCache(tmp_path, "t")
+    assert len(fresh) == 0 and fresh.lookup([("a",), ("b",)])[1].all() and fresh.set_aside == [
+        part.with_name(part.name + ".corrupt")]
+
+
 @pytest.mark.parametrize("rows, why", [([[0.5, float("nan")]], "not finite"), ([[0.7, 0.7]], "not probabilities"),
                                        ([[1.5, -0.5]], "not probabilities")])
 def test_values_that_are_not_probabilities_are_never_stored_or_served(rows, why, tmp_path):
