@@ -86,7 +86,7 @@ def verified(build: Callable, root: Path, what: str, setting: str = "data.cache_
     """``build()`` (a ``datasets`` call that writes or reads Arrow caches under ``root``) with every cache file
     it returns checked (:func:`damaged`); a damaged one is set aside and ``build()`` runs once more. When
     ``datasets`` itself fails to read a cache, the unreadable files under ``root`` are set aside and it runs
-    again; a second failure is a DataError naming ``root``."""
+    again (none found: the error is raised as it is)."""
     import pyarrow as pa
 
     for attempt in (0, 1):
@@ -100,10 +100,8 @@ def verified(build: Callable, root: Path, what: str, setting: str = "data.cache_
                 raise
             files = [] if attempt else [p for p in sorted(Path(root).rglob("*.arrow")) if ".corrupt" not in str(p)]
             bad = [(p, why) for p in files if (why := unreadable(p))]
-            if not bad:
-                raise DataError(f"{what}: the Arrow cache under {root} cannot be read ({type(err).__name__}: "
-                                f"{str(err).strip()[:300]}); delete that folder, or set {setting} to another one, "
-                                "and run again") from None
+            if not bad:  # not a damaged cache file: the error is someone else's
+                raise
             for path, why in bad:
                 put_aside(path, why, what)
             continue
