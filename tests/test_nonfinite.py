@@ -131,3 +131,20 @@ def test_convert_label_refuses_inf():
     with pytest.raises(DataError, match=r"train.tsv, line 9: label 'inf' is not a finite number"):
         convert_label("inf", load_task("stsb"), "train.tsv, line 9")
     assert convert_label("4.5", load_task("stsb"), "x") == 4.5
+
+
+def test_a_search_records_a_diverging_fit_as_failed_and_goes_on(tmp_path, data_dir, tiny_bort, one_thread):
+    """The local runner: the θ whose loss goes NaN is recorded as diverged and pruned; the other θ wins."""
+    import json
+
+    from agora.search import run_search
+
+    run = tmp_path / "search"
+    recipe = tiny_recipe(tiny_bort, data_dir, run, trainer={"max_epochs": 1}, optim={"lr": 1e-3, "warmup_ratio": 0.0},
+                         search={"space": {"optim.lr": [1e30, 1e-3]}, "max_rounds": 1})
+    lines = []
+    result = run_search(validate_recipe(recipe), "search.yaml", progress=lines.append)
+    fits = json.loads((run / "search" / "state.json").read_text())["rounds"][0]["fits"]
+    assert fits["0"]["failed"].startswith("diverged: the training loss is nan at epoch 0, step 1")
+    assert fits["1"]["failed"] is None and result.best_model_dir is not None
+    assert any("FAILED (diverged: the training loss is nan" in line for line in lines)
