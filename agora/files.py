@@ -78,3 +78,29 @@ def read_jsonl(path: Path) -> list[dict]:
 def pct(value: float | None) -> str:
     """A fraction as a percentage with 2 decimals, ``-`` for None."""
     return "-" if value is None else f"{value * 100:.2f}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged file or folder to ``<name>.corrupt`` (``.corrupt-2``, ... when taken) beside it, so it is
+    never read again and stays there to look at; None when it is already gone (another process set it aside)."""
+    path = Path(path)
+    target, n = path.with_name(path.name + ".corrupt"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target

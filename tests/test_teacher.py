@@ -196,7 +196,7 @@ import sys, time
 from pathlib import Path
 from agora.method.teacher_cache import TeacherCache
 root, first, last, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
-cache = TeacherCache(root, "teacher-x")
+cache = TeacherCache(root, "teacher-x", probabilities=False)  # raw scores: checked finite only
 while not go.exists():  # both start writing at the same moment
     time.sleep(0.005)
 for start in range(first, last, 7):  # many small parts, each written while the other process writes
@@ -220,7 +220,7 @@ def test_concurrent_cache_writes_lose_no_entry_and_corrupt_none(tmp_path):
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "cache"), str(a), str(b), str(go)],
                               stderr=subprocess.PIPE) for a, b in ((0, 700), (350, 1050))]
-    reader, reads = TeacherCache(tmp_path / "cache", "teacher-x"), 0
+    reader, reads = TeacherCache(tmp_path / "cache", "teacher-x", probabilities=False), 0
     time.sleep(1.0)
     go.touch()
     while any(p.poll() is None for p in procs):
@@ -228,7 +228,7 @@ def test_concurrent_cache_writes_lose_no_entry_and_corrupt_none(tmp_path):
         _check_rows(reader, [i for i in range(1050) if (f"input {i}",) in reader])
         reads += 1
     assert [p.wait() for p in procs] == [0, 0], [p.stderr.read().decode()[-2000:] for p in procs]
-    fresh = TeacherCache(tmp_path / "cache", "teacher-x")
+    fresh = TeacherCache(tmp_path / "cache", "teacher-x", probabilities=False)
     assert len(fresh) == 1050 and reads > 1
     _check_rows(fresh, range(1050))
     # 2 x 100 parts of 7 rows (the 350 shared inputs written by both: neither process had seen the other's)

@@ -26,6 +26,7 @@ from agora.data.evalset import EvalSet, split_e
 from agora.data.pool import Pool, load_pool
 from agora.data import formats
 from agora.data.formats import format_of
+from agora.data.integrity import verified
 from agora.data.rows import inputs_of, rows_of  # noqa: F401  (re-exported)
 from agora.data.splits import code_stamp, load_split
 from agora.files import read_jsonl
@@ -176,14 +177,14 @@ class TaskDataModule(L.LightningDataModule):
         """Token columns + ``length`` beside idx and label; other columns stay in ``raw`` (see :meth:`meta`)."""
         tokenizer, max_length = self.tokenizer, self.cfg.data.max_length
         code = code_stamp(*formats.CODE)  # part of the cache fingerprint
-        return ds.map(
+        return verified(lambda: ds.map(
             lambda batch, _code=code: encode(tokenizer, card, batch, max_length),
             batched=True,
             batch_size=1000,
             remove_columns=[c for c in ds.column_names if c not in ("idx", "label")],
             features=format_of(card).tokenized_features(card, tokenizer),
             desc=f"Tokenizing {card.name}",
-        )
+        ), cache_dir(self.cfg.data.cache_dir) / "datasets", f"tokenizing {card.name}")
 
     def meta(self, key: str, idx) -> dict[str, list] | None:
         """The columns a split's metric and prediction rows need (MultiRC groups, ReCoRD candidates,

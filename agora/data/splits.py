@@ -20,6 +20,7 @@ import datasets
 from agora.errors import DataError
 from agora.data import formats
 from agora.data.formats import format_of, is_pair
+from agora.data.integrity import verified
 from agora.paths import cache_dir as default_cache_dir
 from agora.data.readers import HUB_READERS, READERS
 from agora.data.cards import TaskCard
@@ -129,7 +130,7 @@ def _from_local(card: TaskCard, split: str, path: Path, cache: Path) -> datasets
         raise DataError(f"task card {card.path or card.name}: local.reader '{card.local.reader}' is not a reader; "
                         f"the readers are {', '.join(sorted(READERS))}")
     try:
-        ds = datasets.Dataset.from_generator(
+        ds = verified(lambda: datasets.Dataset.from_generator(
             _generate,
             features=features(card),
             gen_kwargs={
@@ -141,7 +142,7 @@ def _from_local(card: TaskCard, split: str, path: Path, cache: Path) -> datasets
                 "code": code_stamp(READERS[card.local.reader], _generate, *formats.CODE),
             },
             cache_dir=str(cache / "datasets"),
-        )
+        ), cache / "datasets", f"task {card.name}, split '{split}' ({path})")
     except DataError:
         raise
     except Exception as err:  # datasets wraps generator errors; surface ours unchanged
@@ -166,13 +167,13 @@ def _from_hub(card: TaskCard, split: str, cache: Path) -> datasets.Dataset:
             raise DataError(f"task {card.name}: hub.reader '{hub.reader}' is not a registered hub reader "
                             f"({sorted(HUB_READERS)})")
         try:
-            return datasets.Dataset.from_generator(
+            return verified(lambda: datasets.Dataset.from_generator(
                 _generate_hub,
                 features=features(card),
                 gen_kwargs={"split": split, "card_json": card.model_dump_json(), "raw": raw,
                             "code": code_stamp(HUB_READERS[hub.reader], _generate, *formats.CODE)},
                 cache_dir=str(cache / "datasets"),
-            )
+            ), cache / "datasets", f"task {card.name}, split '{split}' (hub)")
         except DataError:
             raise
         except Exception as err:
@@ -193,9 +194,12 @@ def _from_hub(card: TaskCard, split: str, cache: Path) -> datasets.Dataset:
         if pair:
             out["text_b"] = batch[hub.columns.get("text_b", "text_b")]
         labels = []
-        for value in batch[label_col] if label_col in batch else [None] * len(indices):
+        for row, value in zip(indices, batch[label_col] if label_col in batch else [None] * len(indices)):
             if card.format == "regression":
                 labels.append(math.nan if value is None or value < 0 else float(value))
+                if math.isinf(labels[-1]):
+                    raise DataError(f"{where}, row {row}: label {value} is not a finite number; a regression "
+                                    "label must be finite")
             elif value is None or value == -1:
                 labels.append(-1)
             else:

@@ -35,6 +35,7 @@ from agora.config import RunConfig
 from agora.data.cards import TaskCard
 from agora.data.datamodule import TaskDataModule
 from agora.data.formats import format_of, log_likelihood
+from agora.fit.finite import check_loss
 
 NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layernorm.weight")
 
@@ -126,6 +127,7 @@ class AgoraModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         logits = self(batch)
         loss, losses = self.loss(logits, batch)
+        check_loss(self, loss, logits, batch, batch_idx)  # NaN / inf stops the fit before the backward pass
         self._train_loss[0] += float(loss.detach())
         self._train_loss[1] += 1
         self.log("train/loss", loss, prog_bar=True, batch_size=len(losses))

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
 from agora.errors import AgoraError, RecipeError, TaskError
+from agora.fit.finite import diverged
 from agora.fit.module import Loss
 from agora.fit.precision import Resolved, resolve_trainer
 from agora.fit.resume import Resumable, ResumePoint, RunLogger, resume_path
@@ -122,7 +123,7 @@ def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = N
         raise_test_only(card)
     cfg, precision = with_resolved_precision(cfg)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
-    with rundir.shared_with_ranks(run_dir):
+    with rundir.shared_with_ranks(run_dir), rundir.locked(run_dir):  # one writer per run dir, for the whole fit
         claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from, "from checkpoints/last.ckpt")
         resume = ResumePoint.read(resume_path(cfg.output.resume_from, run_dir)) if cfg.output.resume_from else None
         return _fit(cfg, card, precision, claimed, resume, source, extend)
@@ -305,15 +306,15 @@ class LocalRunner:
         self.extend = extend
 
     def run(self, jobs: Iterable[Job], done: Callable[[Job, str | None], None]) -> None:
-        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds`` (an
-        exception stops the loop)."""
+        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds``; a fit whose
+        loss went NaN is ``done(job, "diverged: ...")`` (any other exception stops the loop)."""
         import time
 
         for job in jobs:
             start = time.perf_counter()
-            self.run_one(job)
+            failure = diverged(self.run_one, job)
             job.seconds = time.perf_counter() - start
-            done(job, None)
+            done(job, failure)
 
     def close(self) -> None:
         """Nothing to release: every fit ran in this process or in a child process that has exited."""

@@ -8,6 +8,7 @@
 <run>/best/                 save_pretrained export: model + tokenizer + label names
 <run>/checkpoints/          Lightning checkpoints (the recipe is inside each)
 <run>/logs/                 CSV logs of every logged value
+<run>/.lock, .lock.json     held while a run writes here: one writer per dir (:mod:`agora.fit.runlock`)
 ```
 """
 
@@ -30,6 +31,7 @@ from agora.data.cards import TaskCard
 from agora.data.formats import find_mistakes, format_of
 from agora.errors import RecipeError
 from agora.files import atomic_write, write_json, write_jsonl
+from agora.fit import runlock
 
 OUTPUTS = ("config.yaml", "metrics.json", "mistakes.json", "best", "checkpoints", "logs", "predictions", "agora",
            "search", "trials", "report.md", "plots")
@@ -123,6 +125,15 @@ def check_writable(path: Path, what: str = "output.dir") -> None:
                           "or fix its permissions") from None
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold the run dir's lock (:mod:`agora.fit.runlock`) for the block, after checking it can be written: a
+    second run into it fails at once (``RunDirLocked``) naming the process that holds it."""
+    check_writable(Path(path))
+    with runlock.locked(Path(path), is_worker()) as held:
+        yield held
+
+
 def earlier_run(path: Path) -> str | None:
     """``finished`` (its metrics.json is written), ``unfinished`` (config.yaml, checkpoints, logs or a search
     state, but no metrics.json), or None."""
@@ -152,7 +163,8 @@ def claim(path: Path, overwrite: bool, resume_from: str | None, resumable: str) 
             f"to continue it ({resumable}), output.overwrite: true to delete it and start again, or choose another "
             "output.dir"
         )
-    return RunDir(path=path, created=not path.exists(), earlier=earlier, overwrite=overwrite)
+    return RunDir(path=path, created=not path.exists() or runlock.created_by_lock(path), earlier=earlier,
+                  overwrite=overwrite)
 
 
 def write_config(run_dir: Path, cfg_dict: dict[str, Any], header: str = "") -> None:

@@ -57,7 +57,7 @@ def example_weights(
     (:class:`agora.config.AgoraConfig`), not on every call.
 
     Raises:
-        ValueError: bad shapes or negative values.
+        ValueError: bad shapes, negative or infinite values.
 
     Example:
         >>> example_weights(np.array([0.1, 2.0, 0.5]), np.array([False, False, True]), gamma=1, rho=0.2).round(3)
@@ -73,6 +73,9 @@ def example_weights(
     known = ~np.isnan(values)
     if (values[known] < 0).any():
         raise ValueError("example_weights: losses / errors must be non-negative")
+    if np.isinf(values).any():
+        raise ValueError(f"example_weights: the last epoch's loss / error of row {int(np.flatnonzero(np.isinf(values))[0])} "
+                         "is infinite; no weight is derived from it")
     if kind == "error":
         s = (values[known] > 0).astype(np.float64)
     else:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from agora.errors import ModelError
-from agora.method.teacher_cache import TeacherCache, cache_key  # noqa: F401  (cache_key re-exported)
+from agora.method.teacher_cache import TeacherCache, bad_row, cache_key  # noqa: F401  (cache_key re-exported)
 
 Segments = tuple[str, ...]
 TASK_TYPES = ("classification", "regression", "multiple_choice")
@@ -153,7 +153,7 @@ class Teacher:
         self.columns = self._label_matrix(task_labels, label_map)  # fail fast, before loading weights
         self.teacher_id = teacher_identity(path_or_id)
         identity = json.dumps({"teacher": self.teacher_id, "task_type": task_type, "max_length": max_length})
-        self.cache = TeacherCache(cache_dir, identity)
+        self.cache = TeacherCache(cache_dir, identity, probabilities=task_type != "regression")
         if not lazy:
             self.load()
 
@@ -178,7 +178,7 @@ class Teacher:
         """Persist the cache under ``cache_dir`` from now on (entries already in memory are kept in
         memory). Under DDP only rank 0 attaches a directory: the one writer."""
         old = self.cache
-        self.cache = TeacherCache(cache_dir, old.teacher_id)
+        self.cache = TeacherCache(cache_dir, old.teacher_id, probabilities=old.probabilities)
         self.cache.hits, self.cache.misses = old.hits, old.misses
         for key, row in old._rows.items():
             self.cache._rows.setdefault(key, row)
@@ -249,12 +249,22 @@ class Teacher:
             with self.cache.exclusive():  # a concurrent fit may be scoring the same inputs: wait, then read them
                 todo = [seg for seg, m in zip(missed, self.cache.lookup(missed, count=False)[1]) if m]
                 if todo:
-                    self.cache.add(todo, self._forward(todo))
+                    self.cache.add(todo, self._checked(todo, self._forward(todo)))
             scored_here = set(todo)
             late = sum(1 for seg, m in zip(inputs, miss) if m and seg not in scored_here)  # scored by another process
             self.cache.hits, self.cache.misses = self.cache.hits + late, self.cache.misses - late
             raw = self.cache.lookup(inputs, count=False)[0]
         return raw @ self.columns if self.columns is not None else raw
+
+    def _checked(self, inputs: list[Segments], outputs: np.ndarray) -> np.ndarray:
+        """``outputs``, refused (ModelError naming the teacher and the input) where a row is not finite or, but
+        for regression, not a probability vector: a broken teacher never enters the cache or the loss."""
+        found = bad_row(outputs, self.task_type != "regression") if len(outputs) else None
+        if found is not None:
+            raise ModelError(f"teacher {self.path!r} gave an output that is {found[1]} for the input "
+                             f"{list(inputs[found[0]])}: its weights are likely damaged (NaN or inf); check the "
+                             "teacher's files, or fine-tune it again")
+        return outputs
 
     def _forward(self, inputs: list[Segments]) -> np.ndarray:
         """Run the model on distinct inputs; rows in input order. Inputs are tokenized once, sorted by

@@ -17,8 +17,8 @@ record each one as it finishes. Only where the fits run changes.
   local runner. With Ray Client (``ray://``) Tune's controller runs on the cluster; the queue still
   reaches the driver.
 - Faults. An exception in a fit is caught in its trial: the fit is recorded as failed with the
-  exception, and its ``fit.log`` holds the traceback. A NaN ends a fit normally, and
-  :func:`agora.search.trial.read_result` records it as failed. A lost worker (killed, or its node
+  exception, and its ``fit.log`` holds the traceback. A NaN or infinite training loss stops its
+  fit (:mod:`agora.fit.finite`), recorded as failed the same way. A lost worker (killed, or its node
   gone) is restarted up to ``max_failures`` times (Tune's ``FailureConfig``), then recorded as failed.
   Failed fits are pruned, as with the local runner.
 - Run dirs. With ``storage_path: null`` each fit writes straight into ``<output.dir>/trials/<name>``:

@@ -56,6 +56,12 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
     p = plan(cfg, source)
     card = load_task(cfg.task)
     run_dir = rundir.resolve_run_dir(cfg.output.dir, card.name)
+    with rundir.locked(run_dir):  # one writer per run dir, for the whole search (its fits lock their own dirs)
+        return _search(cfg, source, runner, progress, precision, p, card, run_dir)
+
+
+def _search(cfg: RunConfig, source: str, runner: TrialRunner | None, progress, precision, p: Plan, card,
+            run_dir) -> SearchResult:
     state_path, added_path = run_dir / "search" / "state.json", run_dir / "search" / "added.jsonl"
     claimed = rundir.claim(run_dir, cfg.output.overwrite, cfg.output.resume_from,
                            "from search/state.json, after its last finished fit")

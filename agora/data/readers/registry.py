@@ -61,8 +61,9 @@ def convert_label(raw: str, card: TaskCard, where: str):
             value = float(raw)
         except ValueError:
             raise DataError(f"{where}: label '{raw}' is not a number (task {card.name} is a regression task)") from None
-        if math.isnan(value):
-            raise DataError(f"{where}: label is NaN")
+        if not math.isfinite(value):
+            raise DataError(f"{where}: label '{raw}' is not a finite number; a regression label must be finite: "
+                            "fix the row, or drop it")
         return value
     try:
         return card.label_id(raw)

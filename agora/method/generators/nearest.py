@@ -14,7 +14,8 @@ sentence-transformers recipe); a pair is embedded as the pair (``tokenizer(a, b)
 choice input as its context and its options. The encoder is ``generator_settings.model`` (a hub id,
 a path or ``pkg:<package>/<folder>``), by default the teacher's own encoder. The embeddings of every
 row of the pool's file are computed once per file and encoder and cached as
-``<cache>/embeddings/<digest>.npy`` (runs with other D and E read the same file: one cache).
+``<cache>/embeddings/<digest>.npy`` (runs with other D and E read the same file: one cache), with its sha256
+beside it (``.npy.sha256``), checked on every read: a damaged file is set aside and the pool embedded again.
 
 Search: exact, a matrix product of normalised embeddings with torch below ``faiss_from`` rows
 (100,000); above it, faiss's exact inner-product index (``pip install faiss-cpu``) where faiss is
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agora.data.integrity import damaged, put_aside
 from agora.files import atomic_write
 from agora.method.generators.base import BatchGenerator, GenerationResult
 from agora.method.generators.common import Segments
@@ -111,15 +113,29 @@ class NearestGenerator(BatchGenerator):
         """The pool rows' embeddings: those of its whole file, cached, then its rows selected."""
         key = hashlib.sha256(f"{self.embedder.identity()}|{pool.file_identity()}".encode()).hexdigest()[:24]
         path = Path(cache_dir) / "embeddings" / f"{key}.npy" if cache_dir is not None else None
-        vectors = None
-        if path is not None and path.is_file():
-            vectors = np.load(path)
-            vectors = vectors if vectors.shape[0] == len(pool.read_inputs) else None
+        vectors = self._read(path, len(pool.read_inputs)) if path is not None and path.is_file() else None
         if vectors is None:
             vectors = self.embedder(pool.read_inputs)
             if path is not None:
                 atomic_write(path, lambda handle: np.save(handle, vectors))
+                damaged(path)  # its checksum, checked on every read
         return np.ascontiguousarray(vectors[pool.positions])
+
+    @staticmethod
+    def _read(path: Path, rows: int) -> np.ndarray | None:
+        """The cached embeddings, checked (sha256, shape, finite); a damaged file is set aside (None: embed again)."""
+        why = damaged(path)
+        if why is None:
+            try:
+                vectors = np.load(path, allow_pickle=False)
+                if vectors.ndim != 2 or vectors.shape[0] != rows or not np.isfinite(vectors).all():
+                    why = f"its shape {vectors.shape} or values do not fit {rows} finite embeddings"
+            except (OSError, ValueError, EOFError) as err:
+                why = f"it cannot be read ({err})"
+        if why is None:
+            return vectors
+        put_aside(path, why, "generator nearest (the pool's embeddings)")
+        return None
 
     def neighbours(self, queries: np.ndarray, k: int) -> np.ndarray:
         """``[m, k]`` pool positions of the ``k`` most similar rows to each query (exact; ties: lower position)."""
