@@ -78,3 +78,36 @@ def read_jsonl(path: Path) -> list[dict]:
 def pct(value: float | None) -> str:
     """A fraction as a percentage with 2 decimals, ``-`` for None."""
     return "-" if value is None else f"{value * 100:.2f}"
+
+
+class DuplicateKeyError(Exception):
+    """A YAML mapping names the same key twice (plain YAML keeps the last one silently)."""
+
+    def __init__(self, key: Any, line: int, first_line: int):
+        self.key, self.line, self.first_line = key, line, first_line
+        super().__init__(f"line {line}: key '{key}' appears twice in one mapping (first on line {first_line}); "
+                         "YAML would silently keep only the last: remove one, or merge them into one")
+
+
+def read_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a mapping with a duplicate key (:class:`DuplicateKeyError`, with
+    the key and its lines); YAML's own errors are raised as ``yaml.YAMLError``."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # '<<: *anchor' keys are overridden by the mapping's own, as YAML says
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        if key in seen:
+                            raise DuplicateKeyError(key, key_node.start_mark.line + 1, seen[key])
+                    except TypeError:  # an unhashable key: the base loader says what is wrong with it
+                        continue
+                    seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=StrictLoader)
