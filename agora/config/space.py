@@ -37,8 +37,15 @@ def import_object(path: str, what: str) -> Callable:
         raise RecipeError(f"{what} {path!r} is not an import path ('package.module:function')")
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise RecipeError(f"cannot import {what} {path!r} ({err})") from err
+    except Exception as err:  # the module's own code failed: say so, naming it
+        raise RecipeError(f"cannot import {what} {path!r}: importing module '{module_name}' raised "
+                          f"{type(err).__name__}: {err} (fix that module)") from err
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as err:
         raise RecipeError(f"cannot import {what} {path!r} ({err})") from err
     if not callable(obj):
         raise RecipeError(f"{what} {path!r} is not callable")

@@ -249,6 +249,20 @@ def uses_ddp(trainer: dict) -> bool:
     return strategy.startswith("ddp") and devices not in (1, "1", [0]) or int(trainer.get("num_nodes", 1)) > 1
 
 
+def fit_failure(err: BaseException, run_dir: Path, log_dir: Path | None = None) -> str:
+    """Why a fit failed, in one line that names its ``fit.log``; the traceback (of the exception being
+    handled) is appended to ``<log_dir or run_dir>/fit.log``."""
+    import traceback
+
+    text = str(err).strip()
+    line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:400]
+    log_dir = Path(log_dir or run_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "fit.log", "a", encoding="utf-8") as log:
+        log.write("\n" + traceback.format_exc())
+    return f"{line} (traceback in {Path(run_dir) / 'fit.log'})"
+
+
 class LocalRunner:
     """Fits one after the other on this machine (the search's default runner).
 
@@ -264,15 +278,20 @@ class LocalRunner:
         self.extend = extend
 
     def run(self, jobs: Iterable, done: Callable[[Any, str | None], None]) -> None:
-        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds`` (an
-        exception stops the loop)."""
+        """Run every job in order; ``done(job, failure)`` after each, its wall time in ``job.seconds``. A fit
+        that raises is recorded as failed (``failure``: why, its traceback appended to its ``fit.log``) and
+        the loop goes on; an interrupt (Ctrl-C, a kill) stops it."""
         import time
 
         for job in jobs:
             start = time.perf_counter()
-            self.run_one(job)
+            failure = None
+            try:
+                self.run_one(job)
+            except Exception as err:  # the fit's own failure: recorded, the search goes on
+                failure = fit_failure(err, job.run_dir)
             job.seconds = time.perf_counter() - start
-            done(job, None)
+            done(job, failure)
 
     def run_one(self, job) -> None:
         import yaml
