@@ -111,3 +111,38 @@ def read_yaml(text: str) -> Any:
             return super().construct_mapping(node, deep=deep)
 
     return yaml.load(text, Loader=StrictLoader)
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The "no space left" / "quota exceeded" OSError behind ``err`` (itself, or its cause or context), or None."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def atomic_dir(path: Path, fill: Callable[[Path], None]) -> None:
+    """Write a folder whole or not at all: ``fill(tmp)`` writes into a temporary folder beside ``path``,
+    which then replaces ``path``; if ``fill`` fails (a full disk), the temporary folder is removed and
+    ``path`` is left as it was."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

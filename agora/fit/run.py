@@ -23,9 +23,10 @@ from typing import Any
 from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
 from agora.errors import AgoraError, RecipeError, TaskError
+from agora.files import atomic_dir, disk_full
 from agora.fit.module import Loss
 from agora.fit.precision import Resolved, resolve_trainer
-from agora.fit.resume import Resumable, ResumePoint, RunLogger, resume_path
+from agora.fit.resume import Resumable, ResumePoint, RunLogger, atomic_checkpoint_io, resume_path
 
 # Lightning warnings that do not apply here: our samplers return every index, and predict_step
 # collects outputs itself (gathered across ranks) instead of returning them.
@@ -83,6 +84,7 @@ def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger, extr
     kwargs.setdefault("log_every_n_steps", 10)
     kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
     kwargs.setdefault("logger", logger)
+    kwargs.setdefault("plugins", [atomic_checkpoint_io()])  # a full disk never leaves half a checkpoint
     return kwargs
 
 
@@ -233,8 +235,12 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
 def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:
     """``save_pretrained`` the student and its tokenizer; label names live in the config."""
     model.config.agora = {"task": card.name, "pair_format": pair_format, "max_length": cfg.data.max_length}
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    atomic_dir(out_dir, fill)  # whole or not at all: a full disk leaves no half export under best/
 
 
 def raise_test_only(card: TaskCard):
@@ -289,6 +295,8 @@ class LocalRunner:
             try:
                 self.run_one(job)
             except Exception as err:  # the fit's own failure: recorded, the search goes on
+                if disk_full(err):  # not the θ's fault: every next fit would fail too; the state is saved
+                    raise
                 failure = fit_failure(err, job.run_dir)
             job.seconds = time.perf_counter() - start
             done(job, failure)
