@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"agora-finetune: interrupted{resume_advice(where.get('run_dir'))}", file=sys.stderr)
         return 130
+    except SystemExit as stop:  # Lightning ends a fit interrupted by Ctrl-C with SystemExit(1)
+        if not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        print(f"agora-finetune: interrupted{resume_advice(where.get('run_dir'))}", file=sys.stderr)
+        return 130
     except Exception as err:
         full = disk_full(err)
         if full is not None:

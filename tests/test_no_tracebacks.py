@@ -40,9 +40,11 @@ def _said(capsys) -> str:
     """The one line agora-finetune wrote to stderr (Lightning's INFO lines aside); no traceback."""
     err = capsys.readouterr().err
     ours = [line for line in err.splitlines() if line.startswith("agora-finetune")]
-    lines = err.splitlines()
-    raw = [i for i, line in enumerate(lines) if line.startswith("Traceback")
-           and not (i and lines[i - 1] == "--- Logging error ---")]  # logging's own, on a stream pytest closed
+    raw, inside = [], False  # logging's own errors (a handler on a stream pytest closed) run to "Arguments:"
+    for i, line in enumerate(err.splitlines()):
+        inside = (inside or line == "--- Logging error ---") and not line.startswith("Arguments:")
+        if line.startswith("Traceback") and not inside:
+            raw.append(i)
     assert len(ours) == 1 and not raw, err[-3000:]
     return ours[0]
 
@@ -190,3 +192,38 @@ def test_submit_with_a_run_of_another_task_says_so_before_predicting(tmp_path, t
                           "'equivalent']; rte has ['entailment', 'not_entailment']), not of rte: it cannot predict "
                           "RTE.tsv; name a run of task rte")
     assert not (tmp_path / "glue.zip").exists()
+
+
+def test_a_teacher_whose_weights_cannot_be_read_is_named_as_the_teacher(tmp_path, tiny_teacher):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, teacher)
+    (teacher / "model.safetensors").unlink()
+    (teacher / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match=rf"^cannot load the teacher \(teacher.path '{teacher}'\): \w+Error: .*Its files "
+                                         r"look incomplete or corrupt: it is the teacher that is broken, not the student"):
+        Teacher(str(teacher), ["entailment", "not_entailment"])
+
+
+def test_ctrl_c_inside_a_fit_says_how_to_continue(tmp_path, data_dir, tiny_bort, monkeypatch, capsys):
+    """Lightning turns Ctrl-C inside ``trainer.fit`` into SystemExit(1) after its graceful shutdown (and ignores
+    SIGINT from then on: restored below); the CLI still says the run was interrupted and how it continues."""
+    import signal
+
+    import lightning as L
+
+    import agora.fit.run as fit_run
+
+    class CtrlC(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:  # epoch 0's last.ckpt is written
+                raise KeyboardInterrupt
+
+    real = fit_run._trainer_kwargs
+    monkeypatch.setattr(fit_run, "_trainer_kwargs", lambda *a: {**real(*a), "callbacks": real(*a)["callbacks"] + [CtrlC()]})
+    run = tmp_path / "run"
+    try:
+        assert main([_write(tmp_path, _recipe(tiny_bort, data_dir, run, trainer={"max_epochs": 3}))]) == 130
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert _said(capsys) == (f"agora-finetune: interrupted; continue it from {run / 'checkpoints' / 'last.ckpt'} with "
+                             f"the same command and output.dir={run} output.resume_from=last")

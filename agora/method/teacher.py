@@ -207,10 +207,11 @@ class Teacher:
             self.cache._rows.setdefault(key, row)
 
     def _load_error(self, err: Exception) -> ModelError:
-        return ModelError(
-            f"cannot load the teacher (teacher.path {self.path!r}): {type(err).__name__}: {err}. Give a local "
-            "directory saved with save_pretrained (model + tokenizer), or make sure the Hugging Face Hub is reachable."
-        )
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        hint = ("Give a local directory saved with save_pretrained (model + tokenizer), or make sure the Hugging Face "
+                "Hub is reachable." if isinstance(err, OSError) else "Its files look incomplete or corrupt: it is the "
+                "teacher that is broken, not the student; export or copy it again (save_pretrained).")
+        return ModelError(f"cannot load the teacher (teacher.path {self.path!r}): {type(err).__name__}: {first}. {hint}")
 
     # ------------------------------------------------------------------ labels
 
