@@ -104,3 +104,69 @@ def set_aside(path: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return target
+class DuplicateKeyError(Exception):
+    """A YAML mapping names the same key twice (plain YAML keeps the last one silently)."""
+
+    def __init__(self, key: Any, line: int, first_line: int):
+        self.key, self.line, self.first_line = key, line, first_line
+        super().__init__(f"line {line}: key '{key}' appears twice in one mapping (first on line {first_line}); "
+                         "YAML would silently keep only the last: remove one, or merge them into one")
+
+
+def read_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a mapping with a duplicate key (:class:`DuplicateKeyError`, with
+    the key and its lines); YAML's own errors are raised as ``yaml.YAMLError``."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # '<<: *anchor' keys are overridden by the mapping's own, as YAML says
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        if key in seen:
+                            raise DuplicateKeyError(key, key_node.start_mark.line + 1, seen[key])
+                    except TypeError:  # an unhashable key: the base loader says what is wrong with it
+                        continue
+                    seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=StrictLoader)
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The "no space left" / "quota exceeded" OSError behind ``err`` (itself, or its cause or context), or None."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def atomic_dir(path: Path, fill: Callable[[Path], None]) -> None:
+    """Write a folder whole or not at all: ``fill(tmp)`` writes into a temporary folder beside ``path``,
+    which then replaces ``path``; if ``fill`` fails (a full disk), the temporary folder is removed and
+    ``path`` is left as it was."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -35,9 +35,19 @@ class AgoraTrainer:
 
     def fit(self) -> RunResult:
         """One fit, or with a ``search:`` section Agora's rounds over Θ (a :class:`agora.search.SearchResult`
-        for the best student of all rounds)."""
+        for the best student of all rounds). A user's generator is first tried on one real row."""
+        self.check_generators()
         if self.cfg.search is not None:
             from agora.search import run_search
 
             return run_search(self.cfg, source=self.source)
         return run_fit(self.cfg, source=self.source, extend=agora_extension)
+
+    def check_generators(self) -> None:
+        """Call every user generator of the recipe (and of its θs) on the first train row and check its
+        answer, before the run dir exists (:mod:`agora.method.generator_check`)."""
+        from agora.data.cards import load_task
+        from agora.method.generator_check import check_recipe_generators
+
+        if self.cfg.agora.enabled or self.cfg.search is not None:
+            check_recipe_generators(self.cfg, load_task(self.cfg.task))

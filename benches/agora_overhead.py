@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/agora-overhead")
     parser.add_argument("--search", action="store_true", help="Agora's whole cost: a 2-round search, cold teacher cache")
     args = parser.parse_args()
+    from needs import check
+
+    check("benches/agora_overhead.py", args.data_dir, tasks=["rte"], files=["tokenizers/roberta"])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args.data_dir = str(Path(args.data_dir).resolve())

@@ -382,6 +382,10 @@ def plans(args) -> list[TaskPlan]:
 
 def main(argv=None) -> list[report.TaskResult]:
     args = parse_args(argv)
+    from needs import check
+
+    check("benches/agora_vs_plain.py", args.data_dir, tasks=[plan.task for plan in plans(args)],
+          models=[args.student] + ([] if args.teacher_checkpoint else [args.teacher]))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     out = Path(args.out)

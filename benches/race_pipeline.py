@@ -52,6 +52,10 @@ def main(argv=None) -> None:
     parser.add_argument("--model-steps", type=int, default=0, help="timed BORT-shaped training steps (0: skip)")
     parser.add_argument("--cache-dir", default=None, help="default: a fresh temporary directory, removed after")
     args = parser.parse_args(argv)
+    from needs import check
+
+    check("benches/race_pipeline.py", args.data_dir, tasks=[args.task], splits=[args.split],
+          files=["tokenizers/roberta"])
 
     import datasets
     import numpy as np

@@ -106,6 +106,10 @@ def main() -> None:
                         help="also run 1 fit at a time on 1 thread (two fits at once against one, at equal threads)")
     parser.add_argument("--work", default="/tmp/agora-search-parallel")
     args = parser.parse_args()
+    from needs import check
+
+    check("benches/search_parallel.py", args.data_dir, tasks=["rte"], files=["tokenizers/roberta"],
+          packages={"ray": ("2.60", "search.runner: ray")})
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a Ray of this machine: loopback only

@@ -276,6 +276,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/agora-throughput")
     args = parser.parse_args()
+    from needs import check
+
+    check("benches/throughput.py", args.data_dir, tasks=["mrpc"], files=["tokenizers/roberta"],
+          packages={} if args.profile else {"accelerate": ("1.1.0", "the transformers.Trainer baseline")})
 
     from transformers import AutoTokenizer
 

@@ -12,6 +12,10 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+HANG_GUARD_S = 1800
+"""The limit on a child process of a test: a guard against a hang, never a speed check (a loaded machine may
+take many times longer than an idle one, and a test must pass on both)."""
+
 DATA_DIR = os.environ.get("AGORA_DATA_DIR")
 if DATA_DIR:  # CI passes ../shared/data; tests change directory and build trees that link into it
     DATA_DIR = os.environ["AGORA_DATA_DIR"] = str(Path(DATA_DIR).resolve())
@@ -204,7 +208,7 @@ def run_cli(recipe: dict, tmp_path: Path, name: str, data_dir: Path, ddp: bool =
     env = {**os.environ, "AGORA_DATA_DIR": str(data_dir)}
     env.pop("AGORA_RUN_DIR", None)
     proc = subprocess.run([sys.executable, "-m", "agora.cli", str(path)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
+                          env=env, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     if ddp:
         out = proc.stdout + proc.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import tiny_recipe
+from conftest import HANG_GUARD_S, tiny_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -25,7 +25,7 @@ def test_cli_rte_end_to_end_and_export_reproduces_dev_score(tmp_path, data_dir, 
     recipe = _write(tmp_path / "rte.yaml", tiny_recipe(tiny_bort, data_dir, run))
     env = {**os.environ, "AGORA_DATA_DIR": str(data_dir)}
     proc = subprocess.run([sys.executable, "-m", "agora.cli", str(recipe), "--trainer.max_epochs", "2"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "final scores on the best checkpoint" in proc.stdout and "validation/accuracy" in proc.stdout
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,7 @@ def test_layers_contract_holds():
     import circles among the modules of a stage; an upward import, even inside a function, breaks it."""
     exe = Path(sys.executable).parent / "lint-imports"
     cmd = [str(exe)] if exe.exists() else [shutil.which("lint-imports") or "lint-imports"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
 

@@ -15,6 +15,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from conftest import HANG_GUARD_S
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,7 +54,7 @@ def test_installed_layout_finds_shipped_recipes_from_any_directory(tmp_path):
         "sys.exit(main(['rte', '--print-config']))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=HANG_GUARD_S)
     assert out.returncode == 0, out.stderr
     assert f"TASKS {site / 'agora' / 'tasks'}" in out.stdout
     assert f"CARD {site / 'agora' / 'tasks' / 'glue' / 'mnli.yaml'}" in out.stdout

@@ -207,19 +207,23 @@ def test_driver_killed_mid_search_resumes(ray_address, local_reference, tmp_path
     driver = subprocess.Popen([sys.executable, "-m", "agora.cli", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, env={**os.environ, "AGORA_DATA_DIR": str(tiny_data),
                                                              "RAY_OVERRIDE_DASHBOARD_URL": DASHBOARD, "PYTHONUNBUFFERED": "1"})
-    deadline, done = time.time() + 300, 0
-    while time.time() < deadline and driver.poll() is None:
-        done = json.loads(state_file.read_text())["fits"] if state_file.is_file() else 0
-        if done >= 5:  # round 0 (4 fits) done and recorded, round 1 under way
+    # Wait for a state, not for a time: the driver prints a fit's progress line after saving it in the state,
+    # so the line of round 1's first fit means round 0 is closed and saved and round 1 is under way (it has
+    # at least 2 more fits, 2 at a time: its last one needs a whole fit's time after this line). No deadline:
+    # a loaded machine only makes it later; a driver that ends early ends the loop (end of its output).
+    printed = []
+    for line in iter(driver.stdout.readline, b""):
+        printed.append(line.decode())
+        if line.startswith(b"[search] round 1, fit 1/"):
             break
-        time.sleep(0.1)
-    assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
+    assert driver.poll() is None, "".join(printed)[-3000:]
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     # the driver joined the cluster and printed its resources and the dashboard's URL as Ray reports it
     assert f"[ray] 2 CPU(s), 0 GPU(s) on 1 node(s); each fit takes 1 CPU(s) and 0 GPU(s): 2 fit(s) at once; " \
-           f"dashboard: {DASHBOARD}\n" in driver.stdout.read().decode()
-    killed = _state(tmp_path / "run")
+           f"dashboard: {DASHBOARD}\n" in "".join(printed) + driver.stdout.read().decode()
+    killed = _state(state_file.parent.parent)
+    assert len(_state(reference)["rounds"][1]["thetas"]) >= 3, "round 1 needs 3 fits for the kill to fall inside it"
     total = _state(reference)["fits"]
     assert killed["rounds"][0]["done"] and not killed["rounds"][1]["done"] and 5 <= killed["fits"] < total
     finished = {f["trial"]: (tmp_path / "run" / "trials" / f["trial"] / "fit.log").stat().st_mtime_ns

@@ -15,7 +15,7 @@ import pytest
 
 from agora.method.teacher import Teacher, TeacherCache, teacher_identity
 
-from conftest import SENTENCES, build_tiny_tokenizer
+from conftest import HANG_GUARD_S, SENTENCES, build_tiny_tokenizer
 
 DATA = os.environ.get("AGORA_DATA_DIR")
 TASK = ["entailment", "not_entailment"]
@@ -197,12 +197,22 @@ from pathlib import Path
 from agora.method.teacher_cache import TeacherCache
 root, first, last, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 cache = TeacherCache(root, "teacher-x", probabilities=False)  # raw scores: checked finite only
+go.with_name(f"ready-{first}").touch()
 while not go.exists():  # both start writing at the same moment
     time.sleep(0.005)
 for start in range(first, last, 7):  # many small parts, each written while the other process writes
     keys = range(start, min(start + 7, last))
     cache.add([(f"input {i}",) for i in keys], [[i, -i, i / 1000] for i in keys])
 """
+
+
+def _start_together(procs, go: Path) -> None:
+    """Touch ``go`` once every process has said it is ready (its imports done, waiting for ``go``): a state,
+    not a fixed sleep, so on a loaded machine they still start at the same moment."""
+    while len(list(go.parent.glob("ready-*"))) < len(procs):
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
+        time.sleep(0.01)
+    go.touch()
 
 
 def _check_rows(cache, keys):
@@ -221,8 +231,7 @@ def test_concurrent_cache_writes_lose_no_entry_and_corrupt_none(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "cache"), str(a), str(b), str(go)],
                               stderr=subprocess.PIPE) for a, b in ((0, 700), (350, 1050))]
     reader, reads = TeacherCache(tmp_path / "cache", "teacher-x", probabilities=False), 0
-    time.sleep(1.0)
-    go.touch()
+    _start_together(procs, go)
     while any(p.poll() is None for p in procs):
         reader.refresh()  # parts appear whole or not at all
         _check_rows(reader, [i for i in range(1050) if (f"input {i}",) in reader])
@@ -238,12 +247,13 @@ def test_concurrent_cache_writes_lose_no_entry_and_corrupt_none(tmp_path):
 
 
 SCORER = """
-import sys, time, json
+import os, sys, time, json
 from pathlib import Path
 from agora.method.teacher import Teacher
 teacher_dir, cache, go, n = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 teacher = Teacher(teacher_dir, ["entailment", "not_entailment"], cache_dir=cache, batch_size=4)
 inputs = [(f"The cat number {i} sat on the mat.", f"A cat {i} is sitting.") for i in range(n)]
+go.with_name(f"ready-{os.getpid()}").touch()
 while not go.exists():  # both processes miss the whole cache at the same moment
     time.sleep(0.005)
 probs = teacher.score(inputs)
@@ -260,9 +270,8 @@ def test_concurrent_fits_score_each_input_once(teacher_dir, tmp_path):
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", SCORER, teacher_dir, str(tmp_path / "cache"), str(go), "48"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(1.0)
-    go.touch()
-    outs = [p.communicate(timeout=240) for p in procs]
+    _start_together(procs, go)
+    outs = [p.communicate(timeout=HANG_GUARD_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     a, b = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
     assert sorted([a["forward_calls"], b["forward_calls"]]) == [0, 48]

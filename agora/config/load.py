@@ -20,6 +20,7 @@ from agora.config.messages import format_error
 from agora.config.schema import RunConfig
 from agora.config.space import Space, Theta, describe, thetas, trial_base
 from agora.errors import RecipeError
+from agora.files import DuplicateKeyError, read_yaml
 from agora.paths import RECIPES_DIR
 
 DEFAULT_TRAINER = {
@@ -127,7 +128,9 @@ def load_recipe(path_or_name: str | os.PathLike, overrides: dict[str, Any] | Non
     """Read, override and validate a recipe. Raises :class:`RecipeError` naming file and key."""
     path = resolve_recipe_path(path_or_name)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as err:
+        raise RecipeError(f"{path}, {err}") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: not valid YAML: {err}") from None
     if data is None:

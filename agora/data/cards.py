@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from agora.errors import TaskError
+from agora.files import DuplicateKeyError, read_yaml
 from agora.paths import TASKS_DIR
 
 FIELDS = ("idx", "text_a", "text_b", "label")
@@ -105,6 +106,10 @@ class TaskCard(_Card):
     def _check(self) -> "TaskCard":
         if self.format in ("classification", "grouped", "entity_cloze") and not self.labels:
             raise ValueError(f"a {self.format} task needs 'labels' (names, in order)")
+        repeated = sorted({name for name in self.labels or [] if (self.labels or []).count(name) > 1})
+        if repeated:
+            raise ValueError(f"label name(s) {repeated} appear more than once in 'labels': each label needs its "
+                             "own name (spellings in the files go in label_values)")
         if self.format in ("grouped", "entity_cloze") and len(self.labels) != 2:
             raise ValueError(f"a {self.format} task is binary per row: 'labels' needs 2 names (no, yes)")
         if self.format == "multiple_choice":
@@ -117,6 +122,9 @@ class TaskCard(_Card):
         unknown_metrics = [m for m in self.metrics if m not in METRIC_NAMES]
         if unknown_metrics:
             raise ValueError(f"unknown metric(s) {unknown_metrics} in 'metrics'; the metrics are {', '.join(METRIC_NAMES)}")
+        if "f1" in self.metrics and self.format == "classification" and len(self.labels) > 2:
+            raise ValueError(f"metric 'f1' is the F1 of label 1 and needs 2 labels, but 'labels' has {len(self.labels)}: "
+                             "write macro_f1 (the mean F1 over every label)")
         if self.main_metric not in self.metrics:
             raise ValueError(f"main_metric '{self.main_metric}' is not one of metrics {self.metrics}")
         unknown = set(self.label_values.values()) - set(self.labels or [])
@@ -173,8 +181,10 @@ def load_task(name_or_path: str | os.PathLike) -> TaskCard:
             )
         path = shipped[key]
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"))
         card = TaskCard.model_validate(data)
+    except DuplicateKeyError as err:
+        raise TaskError(f"{path}, {err}") from None
     except yaml.YAMLError as err:
         raise TaskError(f"{path}: not valid YAML: {err}") from None
     except ValidationError as err:

@@ -243,3 +243,20 @@ class ResumePoint:
                     "the same random draws")
         return (f"{where}: written at the end of epoch {self.epoch} (step {self.step}); training goes on with epoch "
                 f"{self.epoch + 1} from its first batch (anything done after that checkpoint is done again)")
+
+
+def atomic_checkpoint_io():
+    """Lightning's ``TorchCheckpointIO``, each checkpoint written to a temporary file beside its name and
+    renamed into place (:func:`agora.files.atomic_write`): a full disk or a kill mid-write never leaves part
+    of a checkpoint under its name, and the ``last.ckpt`` written before stays whole (resumable)."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from agora.files import atomic_write
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own way
+                return super().save_checkpoint(checkpoint, path, storage_options)
+            atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
+
+    return AtomicCheckpointIO()

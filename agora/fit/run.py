@@ -23,9 +23,10 @@ from agora.config import RunConfig
 from agora.data.cards import TaskCard, load_task
 from agora.errors import AgoraError, RecipeError, TaskError
 from agora.fit.finite import diverged
+from agora.files import atomic_dir, disk_full
 from agora.fit.module import Loss
 from agora.fit.precision import Resolved, resolve_trainer
-from agora.fit.resume import Resumable, ResumePoint, RunLogger, resume_path
+from agora.fit.resume import Resumable, ResumePoint, RunLogger, atomic_checkpoint_io, resume_path
 
 # Lightning warnings that do not apply here: our samplers return every index, and predict_step
 # collects outputs itself (gathered across ranks) instead of returning them.
@@ -83,6 +84,7 @@ def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger, extr
     kwargs.setdefault("log_every_n_steps", 10)
     kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
     kwargs.setdefault("logger", logger)
+    kwargs.setdefault("plugins", [atomic_checkpoint_io()])  # a full disk never leaves half a checkpoint
     return kwargs
 
 
@@ -265,8 +267,12 @@ def _write_predictions(run_dir: Path, card: TaskCard, module, data) -> dict[str,
 def export(model, tokenizer, card: TaskCard, pair_format: str, cfg: RunConfig, out_dir: Path) -> None:
     """``save_pretrained`` the student and its tokenizer; label names live in the config."""
     model.config.agora = {"task": card.name, "pair_format": pair_format, "max_length": cfg.data.max_length}
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+
+    def fill(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    atomic_dir(out_dir, fill)  # whole or not at all: a full disk leaves no half export under best/
 
 
 def raise_test_only(card: TaskCard):
@@ -291,6 +297,20 @@ class Job(Protocol):
     """Its wall time, set by the runner when the fit finishes."""
 
 
+def fit_failure(err: BaseException, run_dir: Path, log_dir: Path | None = None) -> str:
+    """Why a fit failed, in one line that names its ``fit.log``; the traceback (of the exception being
+    handled) is appended to ``<log_dir or run_dir>/fit.log``."""
+    import traceback
+
+    text = str(err).strip()
+    line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:400]
+    log_dir = Path(log_dir or run_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "fit.log", "a", encoding="utf-8") as log:
+        log.write("\n" + traceback.format_exc())
+    return f"{line} (traceback in {Path(run_dir) / 'fit.log'})"
+
+
 class LocalRunner:
     """Fits one after the other on this machine (the search's default runner).
 
@@ -306,13 +326,21 @@ class LocalRunner:
         self.extend = extend
 
     def run(self, jobs: Iterable[Job], done: Callable[[Job, str | None], None]) -> None:
-        """Run every job in order; ``done(job, None)`` after each, its wall time in ``job.seconds``; a fit whose
-        loss went NaN is ``done(job, "diverged: ...")`` (any other exception stops the loop)."""
+        """Run every job in order; ``done(job, failure)`` after each, its wall time in ``job.seconds``. A fit whose
+        loss went NaN is ``done(job, "diverged: ...")``; a fit that raises otherwise is recorded as failed
+        (``failure``: why, its traceback appended to its ``fit.log``) and the loop goes on; a full disk or an
+        interrupt (Ctrl-C, a kill) stops it."""
         import time
 
         for job in jobs:
             start = time.perf_counter()
-            failure = diverged(self.run_one, job)
+            failure = None
+            try:
+                failure = diverged(self.run_one, job)
+            except Exception as err:  # the fit's own failure: recorded, the search goes on
+                if disk_full(err):  # not the θ's fault: every next fit would fail too; the state is saved
+                    raise
+                failure = fit_failure(err, job.run_dir)
             job.seconds = time.perf_counter() - start
             done(job, failure)
 

@@ -67,6 +67,28 @@ def check_model_path(name: str, what: str = "model") -> None:
         raise ModelNotFoundError(f"{what}: no such file or directory: {name!r} (a local path was given)")
 
 
+def check_teacher_dir(path: str) -> None:
+    """ModelError for the two local teachers that cannot load: a run dir named instead of its export
+    (``<run>/best``), and a weights file cut short (a copy or a save that did not finish); checked now
+    from the files' headers, not after the student has trained an epoch."""
+    root = Path(path)
+    if not root.is_dir():
+        return
+    if not (root / "config.json").exists() and (root / "best" / "config.json").is_file():
+        raise ModelError(f"teacher.path {path!r} is a run dir, not a model: its exported model is {root / 'best'}; "
+                         f"write teacher.path: {root / 'best'}")
+    from safetensors import safe_open
+
+    for weights in sorted(root.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except Exception as err:  # safetensors' own error type: a truncated or overwritten file
+            raise ModelError(f"teacher.path {path!r}: the teacher's weights file {weights} is incomplete or corrupt "
+                             f"({type(err).__name__}: {err}). It is the teacher that is broken, not the student: "
+                             "export or copy the teacher again (save_pretrained)") from None
+
+
 def teacher_identity(path_or_id: str) -> str:
     """Identity of the teacher weights: local path + config hash + weight files, or hub id + commit."""
     from transformers.utils import cached_file
@@ -135,6 +157,7 @@ class Teacher:
 
         path_or_id = os.path.expanduser(resolve_location(str(path_or_id), "teacher.path"))
         check_model_path(path_or_id, "teacher")
+        check_teacher_dir(path_or_id)
         self.path = path_or_id
         self.task_type = task_type
         self.batch_size = batch_size
@@ -167,7 +190,7 @@ class Teacher:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
             model = auto.from_pretrained(self.path, config=self._config)
-        except OSError as err:
+        except Exception as err:  # OSError, and a weights file torch or safetensors cannot read
             raise self._load_error(err) from err
         from agora.fit.first_token import first_token_last_layer
 
@@ -184,10 +207,11 @@ class Teacher:
             self.cache._rows.setdefault(key, row)
 
     def _load_error(self, err: Exception) -> ModelError:
-        return ModelError(
-            f"cannot load teacher {self.path!r}: {err}. Give a local directory saved with "
-            "save_pretrained (model + tokenizer), or make sure the Hugging Face Hub is reachable."
-        )
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        hint = ("Give a local directory saved with save_pretrained (model + tokenizer), or make sure the Hugging Face "
+                "Hub is reachable." if isinstance(err, OSError) else "Its files look incomplete or corrupt: it is the "
+                "teacher that is broken, not the student; export or copy it again (save_pretrained).")
+        return ModelError(f"cannot load the teacher (teacher.path {self.path!r}): {type(err).__name__}: {first}. {hint}")
 
     # ------------------------------------------------------------------ labels
 

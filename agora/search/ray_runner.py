@@ -41,7 +41,6 @@ import socket
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from typing import Any
 from agora.config import RAY_EXTRA, RayConfig
 from agora.errors import RecipeError
 from agora.files import write_json
-from agora.fit.run import Extend, LocalRunner
+from agora.fit.run import Extend, LocalRunner, fit_failure
 from agora.search.trial import Trial
 
 FORWARDED_ENV = ("AGORA_DATA_DIR", "AGORA_CACHE_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -231,11 +230,7 @@ def fit_trial(config: dict, jobs: dict[str, dict], extend: Extend | None = None,
     try:
         LocalRunner(extend=extend).run_one(trial)
     except Exception as err:  # the fit's own failure: recorded, not retried
-        failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"[:400]
-        failure += f" (traceback in {job['trial'].run_dir / 'fit.log'})"
-        local.mkdir(parents=True, exist_ok=True)
-        with open(local / "fit.log", "a", encoding="utf-8") as log:
-            log.write("\n" + traceback.format_exc())
+        failure = fit_failure(err, job["trial"].run_dir, log_dir=local)
     uploaded = ""
     if job["upload"]:
         uploaded = upload(local, job["upload"])

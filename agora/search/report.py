@@ -44,6 +44,11 @@ def _mistakes(fit: FitRecord) -> str:
     return f"{len(fit.mistakes)}/{fit.e_gen_rows}" if fit.e_gen_rows else "-"
 
 
+def failed_fits(state: SearchState) -> list[FitRecord]:
+    """Every fit recorded as failed, in the order they ran."""
+    return [fit for rnd in state.rounds for fit in rnd.fits.values() if fit.failed]
+
+
 def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: str) -> Path:
     """Write ``report.md``, ``plots/scores.png`` and ``plots/sizes.png``; returns report.md's path."""
 
@@ -55,10 +60,22 @@ def write_report(run_dir: Path, state: SearchState, summary: dict, plan_text: st
     lines += _result_lines(state, summary) + _rounds_table(state)
     for rnd in state.rounds:
         lines += _round_lines(state, rnd)
+    lines += _failed_lines(state)
     lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     path = run_dir / "report.md"
     atomic_write(path, "\n".join(lines))
     return path
+
+
+def _failed_lines(state: SearchState) -> list[str]:
+    """The fits that failed, each with its θ and why (none: no section)."""
+    failed = failed_fits(state)
+    if not failed:
+        return []
+    lines = ["## Failed fits", "", f"{len(failed)} fit(s) failed; each was recorded, its θ pruned, and the "
+             "search went on:", ""]
+    lines += [f"- `{fit.trial}` ({describe(state.names, tuple(state.thetas[fit.theta]))}): {fit.failed}" for fit in failed]
+    return lines + [""]
 
 
 def _result_lines(state: SearchState, summary: dict) -> list[str]:
@@ -198,7 +215,9 @@ def finish(cfg, card, run_dir: Path, state: SearchState, p, source: str, progres
     """Copy the best student's export and predictions to the run dir, write metrics, report, summary."""
     best = state.best
     if best is None:
-        raise RecipeError(f"{source}: every fit of the search failed; see {run_dir}/search/state.json")
+        why = sorted({fit.failed.split(" (traceback in ")[0] for fit in failed_fits(state)})
+        raise RecipeError(f"{source}: every fit of the search failed ({'; '.join(why)[:600]}); each fit's "
+                          f"traceback is in its trials/<fit>/fit.log, the record in {run_dir}/search/state.json")
     trial_dir = run_dir / "trials" / best.trial
     best_dir = run_dir / "best"
     if (trial_dir / "best").is_dir():
@@ -229,6 +248,8 @@ def finish(cfg, card, run_dir: Path, state: SearchState, p, source: str, progres
     extra = {"selection (" + selection + ")": _pct(best.score), "rounds / fits": f"{len(state.rounds)} / {state.fits}",
              "generated rows in D": str(state.d_rows), "teacher forward calls": str(state.teacher_forward_calls),
              "stopped": str(state.stopped), "report": str(report)}
+    if failed_fits(state):
+        extra["failed fits"] = f"{len(failed_fits(state))} (listed in report.md)"
     progress("\n" + rundir.summary_table(f"{card.name} search", {dev_metric: best.dev_score}, run_dir,
                                          best_dir if best_dir.is_dir() else None, extra))
     return SearchResult(run_dir=run_dir, best_model_dir=best_dir if best_dir.is_dir() else None, scores=scores,

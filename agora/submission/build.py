@@ -79,9 +79,28 @@ def _fail(what: str, problems: list[str], notes: list[str] = ()) -> SubmissionEr
 
 
 # -- choosing runs --------------------------------------------------------------------------------
+def _other_task(run: Run, spec: FileSpec) -> str | None:
+    """How a run named with ``--run`` differs from the task of the file it is to predict (its format or
+    labels), or None where it can predict it (the same task, or one with the same labels: GLUE's RTE run
+    for SuperGLUE's RTE)."""
+    from agora.data.cards import load_task
+
+    if run.key in spec.aliases:
+        return None
+    try:
+        have, want = load_task(run.task), load_task(spec.card)
+    except AgoraError:
+        return None  # a task without a card: reading its predictions says what is wrong
+    if have.format != want.format:
+        return f"format {have.format}; {spec.card} is {want.format}"
+    if [str(x).casefold() for x in have.labels or []] != [str(x).casefold() for x in want.labels or []]:
+        return f"labels {have.labels}; {spec.card} has {want.labels}"
+    return None
+
+
 def _assign(specs: list[FileSpec], found: list[Run], overrides: dict[str, str], problems: list[str],
-            notes: list[str]) -> tuple[dict[str, Run], dict[str, str]]:
-    """file -> run, and file -> why no run (missing)."""
+            notes: list[str], mismatched: list[str]) -> tuple[dict[str, Run], dict[str, str]]:
+    """file -> run, and file -> why no run (missing); a ``--run`` of another task goes to ``mismatched``."""
     chosen: dict[str, tuple[int, Run, str]] = {}  # file -> (specificity, run, key)
     for key, path in overrides.items():
         matched = [s for s in specs if s.matches_key(key)]
@@ -105,6 +124,12 @@ def _assign(specs: list[FileSpec], found: list[Run], overrides: dict[str, str], 
     for spec in specs:
         if spec.file in chosen:
             run = chosen[spec.file][1]
+            other = _other_task(run, spec)
+            if other:
+                mismatched.append(f"{spec.file}: --run {chosen[spec.file][2]}={run.path} is a run of task "
+                                  f"'{run.task}' ({other}), not of {spec.card}: it cannot predict {spec.file}; "
+                                  f"name a run of task {spec.card}")
+                continue
             if run.key not in spec.aliases:
                 notes.append(f"{spec.file}: using --run {chosen[spec.file][2]}={run.path} although that run's task is "
                              f"'{run.task}', not {spec.card}")
@@ -215,8 +240,11 @@ def build(
     found, problems = discover(list(runs))
     if not runs and not run_overrides:
         problems.append(f"no runs given: agora-finetune submit {bench} RUN_DIR... (or build({bench!r}, runs=[...]))")
+    mismatched: list[str] = []
     assigned, missing = _assign(specs, found, {str(k): str(v) for k, v in (run_overrides or {}).items()},
-                                problems, report.notes)
+                                problems, report.notes, mismatched)
+    if mismatched:  # said first, before any file is read or predicted
+        raise _fail(f"{bench}: --run names a run of another task", mismatched)
     rows, expected_of, to_predict = _saved_rows(specs, assigned, data_dir, problems, report)
     _predict_now(to_predict, data_dir, save_predictions, rows, problems, report)
     texts, race_expected = _render_all(specs, assigned, rows, expected_of, problems, report)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from agora.errors import DataError
 from agora.data.cards import LocalSplit, TaskCard
@@ -73,3 +74,16 @@ def convert_label(raw: str, card: TaskCard, where: str):
             f"{where}: unknown label '{raw}' for task {card.name}; expected one of {allowed}. "
             "Fix the file, or the task card's 'labels' / 'label_values'."
         ) from None
+
+
+def as_idx(value: Any, where: str) -> int:
+    """An idx column's value as an int (``7``, ``"7"``, ``7.0``); DataError naming the row otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise DataError(f"{where}: idx {value!r} is not an integer")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: idx {value!r} is not an integer") from None
+    if not number.is_integer():
+        raise DataError(f"{where}: idx {value!r} is not an integer")
+    return int(number)

@@ -74,7 +74,7 @@ def need(record: Any, key: str, where: str) -> Any:
 
 
 def as_int(value: Any, where: str, what: str = "idx") -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise DataError(f"{where}: {what} {value!r} is not an integer")
     try:
         return int(value)

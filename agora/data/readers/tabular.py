@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agora.data.cards import LocalSplit, TaskCard
-from agora.data.readers.registry import check_columns, convert_label, register_reader
+from agora.data.readers.registry import as_idx, check_columns, convert_label, register_reader
 from agora.errors import DataError
 
 BUILDERS = ("csv", "json", "parquet")
@@ -80,22 +80,10 @@ def read_table(builder: str, path: Path, spec: LocalSplit, card: TaskCard) -> It
                         raise DataError(f"{where}: column '{names[field]}' ({field}) is empty; every row needs its text")
                     out[field] = as_text(value)
             if "idx" in names:
-                out["idx"] = _as_idx(row[names["idx"]], where)
+                out["idx"] = as_idx(row[names["idx"]], where)
             if "label" in names and row[names["label"]] is not None:
                 out["label"] = convert_label(as_text(row[names["label"]]), card, where)
             yield out
-
-
-def _as_idx(value: Any, where: str) -> int:
-    if isinstance(value, bool) or value is None:
-        raise DataError(f"{where}: idx {value!r} is not an integer")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: idx {value!r} is not an integer") from None
-    if not number.is_integer():
-        raise DataError(f"{where}: idx {value!r} is not an integer")
-    return int(number)
 
 
 def _reader(builder: str):

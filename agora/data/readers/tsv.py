@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agora.data.cards import LocalSplit, TaskCard
-from agora.data.readers.registry import check_columns, convert_label, register_reader
+from agora.data.readers.registry import as_idx, check_columns, convert_label, register_reader
 from agora.errors import DataError
 
 csv.field_size_limit(sys.maxsize)
@@ -49,7 +49,7 @@ def read_tsv(path: Path, spec: LocalSplit, card: TaskCard, encoding: str = "utf-
             if short:
                 raise DataError(f"{where}: {len(row)} columns, but the task card {card.path} reads {', '.join(short)}")
             out = {
-                "idx": int(row[positions["idx"]]) if "idx" in positions else position,
+                "idx": as_idx(row[positions["idx"]], where) if "idx" in positions else position,
                 "text_a": row[positions["text_a"]],
                 "text_b": row[positions["text_b"]] if "text_b" in positions else None,
                 "label": None,

@@ -50,8 +50,15 @@ def import_target(path: str, what: str = "generator") -> Callable:
         raise ValueError(f"unknown {what} {path!r}: {HELP}")
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
+        module = importlib.import_module(module_name)
+    except (ImportError, ValueError) as err:
+        raise ValueError(f"cannot import {what} {path!r} ({err}): {HELP}") from err
+    except Exception as err:  # the module's own code failed: say so, naming it
+        raise ValueError(f"cannot import {what} {path!r}: importing module '{module_name}' raised "
+                         f"{type(err).__name__}: {err} (fix that module)") from err
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as err:
         raise ValueError(f"cannot import {what} {path!r} ({err}): {HELP}") from err
     if not callable(obj):
         raise ValueError(f"{what} {path!r} is not callable: {HELP}")
