@@ -68,7 +68,7 @@ def first_fit(tmp_path_factory, tiny_bort, tiny_teacher, data_dir):
 def test_a_damaged_part_is_named_set_aside_and_scored_again(damage, first_fit, tmp_path, tiny_bort, tiny_teacher,
                                                             data_dir):
     teacher, clean = first_fit
-    assert teacher["forward_calls"] == teacher["train_rows_scored"] == 103
+    assert teacher["teacher_forward_calls"] == teacher["train_rows_scored"] == 103
     cache = tmp_path / "cache"
     import shutil
 
@@ -81,7 +81,7 @@ def test_a_damaged_part_is_named_set_aside_and_scored_again(damage, first_fit, t
     assert "Set aside as" in said and "scores them again" in said
     again = metrics["agora"]["teacher"]
     # every row of the damaged part was scored again by the teacher, none served from it
-    assert again["forward_calls"] == 103 and again["cache_hits"] == 0
+    assert again["teacher_forward_calls"] == 103 and again["teacher_cache_hits"] == 0
     assert again["train_agreement"] == teacher["train_agreement"]
     assert all(math.isfinite(e["train_loss"]) for e in metrics["epochs"])
     assert (part.parent / (part.name + ".corrupt")).is_file()  # kept to look at, never read again
