@@ -161,6 +161,33 @@ class OutputConfig(_Section):
     overwrite: bool = False
     """Run into a ``dir`` that holds an earlier run (finished or not): its outputs are deleted first. Without
     it (and without ``resume_from``) such a dir is refused, so a finished run is never replaced by accident."""
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["csv"])
+    """Experiment trackers (Lightning's loggers; :mod:`agora.fit.trackers`): ``csv`` (``logs/metrics.csv``) is
+    always on; ``tensorboard``, ``mlflow`` and ``wandb`` need their extra (``agora-finetune[tracking]``)."""
+    experiment: str | None = None
+    """The MLflow experiment and the W&B project; default: ``agora-<task>``."""
+    mlflow_uri: str | None = None
+    """MLflow's tracking URI; default: a file store in ``<run dir>/mlruns`` (a search's, for its fits)."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """``offline``: W&B writes under ``<run dir>/wandb`` only (``wandb sync`` uploads it later)."""
+    push_to_hub: str | None = None
+    """A Hub repo id (``user/name``): ``best/`` and its model card are uploaded there when the run ends."""
+    hub_private: bool = True
+    """The repo ``push_to_hub`` creates is private unless this is false."""
+
+    @field_validator("loggers")
+    @classmethod
+    def _trackers_installed(cls, value: list[str]) -> list[str]:
+        from agora.config.tracking import check_trackers
+
+        return check_trackers(value)
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _hub_reachable(cls, value: str | None) -> str | None:
+        from agora.config.tracking import check_repo_id
+
+        return check_repo_id(value)
 
 
 class BudgetConfig(_Section):
@@ -257,6 +284,19 @@ class SearchConfig(_Section):
         return self
 
 
+class TrackerLink(_Section):
+    """Where a search's trackers are, written by the search into each fit's recipe (:mod:`agora.fit.trackers`)."""
+
+    dir: str
+    """The search's run dir: its ``tensorboard/<fit>/``, ``mlruns`` and ``wandb/`` hold every fit."""
+    group: str
+    """The search's name: the W&B group and the MLflow parent run's name."""
+    mlflow_parent: str | None = None
+    """The MLflow run of the search, parent of each fit's run."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """The fit's round, replay, θ and name."""
+
+
 class TrialConfig(_Section):
     """Written by the search (:mod:`agora.search`) into the recipe of each of its fits, so a fit
     reruns alone from its ``config.yaml``; leave it out of recipes of your own."""
@@ -267,6 +307,8 @@ class TrialConfig(_Section):
     ``agora.eval_on: dev``)."""
     extra_rows: str | None = None
     """JSONL of rows (``idx``, ``inputs``, ``label``) appended to D after E is carved: D's additions."""
+    tracking: TrackerLink | None = None
+    """The search's trackers, which the fit logs into as a run of its own (with ``output.loggers``)."""
 
 
 class RunConfig(_Section):

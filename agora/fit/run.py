@@ -137,7 +137,7 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from agora.data.datamodule import TaskDataModule
-    from agora.fit import rundir
+    from agora.fit import publish, rundir, trackers
     from agora.fit.model import (
         build_model,
         check_max_length,
@@ -157,7 +157,8 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
         if cfg.output.save_checkpoints:  # checkpoints/last.ckpt after every epoch: what output.resume_from: last reads
             callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False))
         callbacks += extension.callbacks
-        logger = RunLogger(run_dir, keep_rows=resume.log_rows if resume is not None else None)
+        logger = [RunLogger(run_dir, keep_rows=resume.log_rows if resume is not None else None),
+                  *trackers.build(cfg, run_dir, card.name)]  # output.loggers beyond the CSV log
         trainer = build_trainer(_trainer_kwargs(cfg, run_dir, callbacks, logger, extension.trainer_kwargs), cfg.trainer)
 
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -178,6 +179,7 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
         if trainer.is_global_zero:
             claimed.clear_earlier()
             rundir.write_config(run_dir, cfg.to_dict(), header)
+            trackers.start(logger, cfg, precision)
         try:
             trainer.fit(module, datamodule=data, ckpt_path=resume.path if resume is not None else None)
         except Exception as err:  # Lightning failing on its settings before a batch trained (val_check_interval > batches)
@@ -226,6 +228,7 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
             **({extension.name: extension.report()} if extend is not None else {}),
         })
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
+        publish.after_run(run_dir, cfg, card, logger, trainer.global_step)  # model card, trackers, push_to_hub
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
                      history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
 

@@ -35,7 +35,7 @@ from agora.config import RunConfig, TrialConfig
 from agora.data.cards import load_task
 from agora.errors import RecipeError
 from agora.files import read_jsonl, write_jsonl
-from agora.fit import rundir
+from agora.fit import rundir, trackers
 from agora.fit.model import check_lengths
 from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
@@ -77,6 +77,7 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
     rundir.write_config(run_dir, cfg.to_dict(), f"# resolved recipe from {source}; continue it with: "
                                                 f"agora-finetune {run_dir}/config.yaml output.resume_from=last"
                                                 f"\n# {precision.line()}")
+    link = trackers.open_search(cfg, run_dir, card.name, precision)  # output.loggers: the fits' parent run, group
     grower = None
     if cfg.agora.enabled:
         from agora.search.grow import Grower
@@ -99,7 +100,9 @@ def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | 
             "seed": theta_cfg.seed + rnd.seed_offset,
             "trainer": {**theta_cfg.trainer, "precision": precision.precision},
             "output": theta_cfg.output.model_copy(update={"dir": str(run_dir / "trials" / name)}),
-            "trial": TrialConfig(e_seed=cfg.seed, extra_rows=str(extra.resolve()) if extra else None),
+            "trial": TrialConfig(e_seed=cfg.seed, extra_rows=str(extra.resolve()) if extra else None,
+                                 tracking=trackers.trial_link(link, name, rnd.round, rnd.replay,
+                                                              describe(p.names, tuple(state.thetas[tid])))),
         })
         return Trial(name=name, theta=tid, cfg=trial_cfg, run_dir=run_dir / "trials" / name)
 
