@@ -116,3 +116,129 @@ def test_mlflow_params_are_the_flattened_recipe_and_the_resolved_precision(track
     assert params["output.loggers"] == '["csv", "tensorboard", "mlflow"]'
     assert runs[0].data.tags["agora.task"] == "rte" and runs[0].info.run_name == "run"
     assert (tracked / "tensorboard" / "hparams.yaml").is_file()
+
+
+VOLATILE = ("seconds", "teacher_calls", "cache_hits")
+"""Wall times and the teacher cache's counts: a resumed fit finds warm what the interrupted one scored."""
+
+
+def test_resumed_fit_continues_the_same_tracker_runs_without_repeating_a_step(tmp_path, tiny_bort, tiny_teacher,
+                                                                             data_dir, monkeypatch):
+    from test_resume import Interrupt, _Stop
+
+    run = tmp_path / "run"
+    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, run, ["tensorboard", "mlflow"],
+                     trainer={"max_epochs": 3, "log_every_n_steps": 1})
+    original = agora.fit.run._trainer_kwargs
+
+    def interrupted(*args):  # epoch 2 stops before its 4th batch: last.ckpt is the end of epoch 1 (step 8)
+        kwargs = original(*args)
+        return {**kwargs, "callbacks": kwargs["callbacks"] + [Interrupt(2, 3)]}
+
+    monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", interrupted)
+    with pytest.raises(_Stop):
+        _fit(recipe)
+    monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", original)
+    client, runs = _mlflow_runs(run / "mlruns")
+    before = _mlflow(client, runs[0])
+    assert max(s for s, _ in before["train/loss"]) == 10  # logged after the checkpoint: the resumed fit logs it again
+    ledger = json.loads((run / "trackers" / "run.json").read_text())
+
+    recipe["output"]["resume_from"] = "last"
+    _fit(recipe)
+    client, runs = _mlflow_runs(run / "mlruns")
+    assert [r.info.run_id for r in runs] == [ledger["mlflow"]] and runs[0].info.status == "FINISHED"
+    logged, ml, tb = _csv(run), _mlflow(client, runs[0]), _tensorboard(run / "tensorboard")
+    for key, values in logged.items():
+        if any(word in key for word in VOLATILE):
+            values, ml[key], tb[key] = [s for s, _ in values], [s for s, _ in ml[key]], [s for s, _ in tb[key]]
+            assert ml[key] == tb[key] == values, key
+        else:
+            assert _close(ml[key], values) and _close(tb[key], values), (key, ml[key], tb[key], values)
+    assert [s for s, _ in ml["train/loss"]] == list(range(12))
+
+
+def test_search_logs_each_fit_as_its_own_run_under_the_search(tmp_path, tiny_bort, tiny_teacher, data_dir):
+    from agora.config.space import describe
+
+    run = tmp_path / "search"
+    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, run, ["tensorboard", "mlflow"],
+                     data={"max_train_samples": 64, "max_eval_samples": 32},
+                     trainer={"max_epochs": 1, "num_sanity_val_steps": 0},
+                     search={"space": {"optim.lr": [3e-3, 1e-4]}, "max_rounds": 1, "max_replays": 0})
+    recipe["agora"] = {"enabled": False}
+    _fit(recipe)
+    metrics = json.loads((run / "metrics.json").read_text())
+    state = json.loads((run / "search" / "state.json").read_text())
+    fits = state["rounds"][0]["fits"]
+    client, runs = _mlflow_runs(run / "mlruns")
+    parent = [r for r in runs if r.data.tags.get("agora.search") == "true"]
+    children = {r.data.tags.get("agora.fit"): r for r in runs if r not in parent}
+    assert len(parent) == 1 and parent[0].info.run_name == "search" and parent[0].info.status == "FINISHED"
+    assert sorted(children) == sorted(f["trial"] for f in fits.values()) and len(children) == 2
+    assert parent[0].data.params["search.space.optim.lr"] == "[0.003, 0.0001]"
+    assert parent[0].data.metrics["main_score"] == pytest.approx(metrics["main_score"], rel=1e-9)
+    for fit in fits.values():
+        child = children[fit["trial"]]
+        assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert child.data.tags["agora.round"] == "0" and child.data.tags["agora.replay"] == "0"
+        theta = state["thetas"][fit["theta"]]
+        assert child.data.tags["agora.theta"] == describe(state["names"], tuple(theta)) == f"lr={theta[0]}"
+        assert child.data.params["optim.lr"] == str(theta[0])
+        assert child.data.metrics["final/e_sel/accuracy"] == pytest.approx(fit["score"], rel=1e-9)
+        tb = _tensorboard(run / "tensorboard" / fit["trial"])  # one folder per fit
+        assert tb["final/e_sel/accuracy"][-1][1] == pytest.approx(fit["score"], rel=1e-6)
+    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == sorted(children)
+    # the returned student's card is the search's: its dev score, tagged as a search
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run / "best" / "README.md")
+    assert card.data.eval_results[0].metric_value == metrics["final"]["validation/accuracy"]
+    assert "hyperparameter-search" in card.data.tags and "Picked by a search: 1 round(s), 2 fits" in card.text
+
+
+def test_a_missing_tracker_package_fails_before_any_work_naming_the_extra(tmp_path, tiny_bort, data_dir, monkeypatch):
+    import importlib.util
+
+    import agora.config.tracking as tracking
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
+    recipe = tiny_recipe(tiny_bort, data_dir, tmp_path / "run", output={"loggers": ["tensorboard", "mlflow"]})
+    with pytest.raises(RecipeError) as err:
+        validate_recipe(recipe)
+    message = str(err.value)
+    assert "output.loggers" in message and "mlflow needs the 'mlflow' package" in message
+    assert "pip install 'agora-finetune[mlflow]'" in message and "agora-finetune[tracking]" in message
+    assert not (tmp_path / "run").exists()
+    recipe["output"]["loggers"] = ["tensorboard"]  # csv is always first, whether named or not
+    assert validate_recipe(recipe).output.loggers == ["csv", "tensorboard"]
+
+
+def test_wandb_runs_offline_in_the_run_dir_and_a_search_fit_joins_the_search_group(tmp_path, tiny_bort, tiny_teacher,
+                                                                                  data_dir):
+    pytest.importorskip("wandb")
+    from agora.config.schema import TrackerLink
+    from agora.fit import trackers
+
+    run = tmp_path / "run"
+    recipe = _recipe(tiny_bort, tiny_teacher, data_dir, run, ["wandb"], trainer={"max_epochs": 1})
+    _fit(recipe)
+    ledger = json.loads((run / "trackers" / "run.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(run.glob(f"wandb/offline-run-*-{ledger['wandb']}/run-{ledger['wandb']}.wandb"))
+    assert ledger["wandb_steps"]["final/validation/accuracy"] == metrics["epochs"][-1]["step"]
+    # a fit of a search: the search's dir and group, offline unless the recipe says online; a fit started again
+    # (or resumed) keeps its W&B id
+    cfg = validate_recipe(recipe)
+    link = TrackerLink(dir=str(tmp_path / "search"), group="search", tags={"agora.round": "1"})
+    cfg = cfg.model_copy(update={"trial": {"e_seed": 0, "tracking": link}})
+    cfg = validate_recipe(cfg.to_dict())
+    (logger,) = trackers.build(cfg, tmp_path / "search" / "trials" / "r1.0-t3", "rte")
+    init = logger._wandb_init
+    assert (init["mode"], init["group"], init["dir"], init["name"], init["project"]) == (
+        "offline", "search", str(tmp_path / "search"), "r1.0-t3", "agora-rte")
+    assert "agora.round: 1" in init["tags"]
+    logger.home.record(wandb=init["id"])
+    (again,) = trackers.build(cfg, tmp_path / "search" / "trials" / "r1.0-t3", "rte")
+    assert again._wandb_init["id"] == init["id"] and again._wandb_init["resume"] == "allow"
