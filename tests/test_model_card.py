@@ -73,7 +73,8 @@ def test_card_names_a_hub_base_model_and_a_search(exported):
     metrics = {"final": {"validation/accuracy": 0.8, "validation/f1": 0.85, "e_sel/accuracy": 0.7,
                          "e_sel/loglik": -0.5}, "search": {"rounds": 2, "fits": 6}}
     data = card_data(recipe, load_task("mrpc"), metrics)
-    assert data.base_model == "amazon/bort" and "hyperparameter-search" in data.tags and "plain-fine-tuning" in data.tags
+    assert data.base_model == "amazon/bort"
+    assert "hyperparameter-search" in data.tags and "plain-fine-tuning" in data.tags
     assert [(r.metric_type, r.metric_value) for r in data.eval_results] == [("accuracy", 0.8), ("f1", 0.85)]
     recipe["model"]["name"] = str(exported / "best")  # a local folder is no Hub id
     assert card_data(recipe, load_task("mrpc"), metrics).base_model is None
@@ -128,7 +129,8 @@ def test_push_uploads_best_with_its_card_to_a_private_repo(exported, tmp_path, h
     (_, repo_id, created), (_, upload, files, readme) = hub.calls
     assert (repo_id, created) == ("me/bort-rte", {"private": True, "exist_ok": True, "repo_type": "model"})
     assert upload["repo_id"] == "me/bort-rte" and upload["repo_type"] == "model"
-    assert upload["folder_path"] == str(run / "best") and {"README.md", "config.json", "model.safetensors"} <= set(files)
+    assert upload["folder_path"] == str(run / "best")
+    assert {"README.md", "config.json", "model.safetensors"} <= set(files)
     assert "model='me/bort-rte'" in readme and str(run / "best") not in readme  # the card names where it went
     assert url == "https://huggingface.co/me/bort-rte"
     assert "pushed " + str(run / "best") + " to https://huggingface.co/me/bort-rte (private)" in capsys.readouterr().out
@@ -161,6 +163,9 @@ def test_push_fails_at_once_offline_or_refused(exported, tmp_path, hub, monkeypa
         push(exported, "not a repo!")
     with pytest.raises(RecipeError, match="no exported model to push"):
         push(tmp_path, "me/x")
+    recipe = tiny_recipe(tiny_bort, data_dir, tmp_path / "run", output={"push_to_hub": "me/x", "export": False})
+    with pytest.raises(RecipeError, match="output.push_to_hub uploads the export .best/.: set output.export: true"):
+        validate_recipe(recipe)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["push", str(exported), "me/x"]) == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err

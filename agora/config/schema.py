@@ -182,12 +182,12 @@ class OutputConfig(_Section):
 
         return check_trackers(value)
 
-    @field_validator("push_to_hub")
-    @classmethod
-    def _hub_reachable(cls, value: str | None) -> str | None:
-        from agora.config.tracking import check_repo_id
+    @model_validator(mode="after")
+    def _push_possible(self) -> "OutputConfig":
+        from agora.config.tracking import check_push
 
-        return check_repo_id(value)
+        check_push(self.push_to_hub, self.export)
+        return self
 
 
 class BudgetConfig(_Section):

@@ -50,3 +50,11 @@ def check_repo_id(repo_id: str | None, key: str = "output.push_to_hub") -> str |
     if "/" not in repo_id:
         raise ValueError(f"{key}: {repo_id!r} has no owner; write it as 'user/name' or 'organisation/name'")
     return repo_id
+
+
+def check_push(repo_id: str | None, export: bool) -> None:
+    """``output.push_to_hub``: a repo id this machine can push to, and an export to push."""
+    check_repo_id(repo_id)
+    if repo_id and not export:
+        raise ValueError("output.push_to_hub uploads the export (best/): set output.export: true, or leave "
+                         "push_to_hub unset")

@@ -100,7 +100,6 @@ class NoRepeats:
         super().log_metrics(metrics, step)
 
 
-
 class TensorBoard(NoRepeats, TensorBoardLogger):
     def read_held(self) -> dict[str, int]:
         """The last step of every scalar in this fit's event files (what a killed fit had flushed)."""
@@ -179,7 +178,8 @@ def build(cfg: RunConfig, run_dir: Path, task: str) -> list[Logger]:
     tags = {"agora.task": task, "agora.run_dir": str(run_dir.resolve()),
             **(home.link.tags if home.link is not None else {})}
     made = {"tensorboard": lambda: TensorBoard(str(home.dir), name="tensorboard", version=home.name,
-                                               default_hp_metric=False), "mlflow": lambda: _mlflow(cfg, home, experiment, name, tags),
+                                               default_hp_metric=False),
+            "mlflow": lambda: _mlflow(cfg, home, experiment, name, tags),
             "wandb": lambda: _wandb(cfg, home, experiment, name, tags)}
     loggers = [made[kind]() for kind in cfg.output.loggers if kind in made]
     for logger in loggers:
@@ -269,6 +269,7 @@ def close_search(cfg: RunConfig, run_dir: Path, metrics: dict) -> None:
     logger = MLflow(tracking_uri=mlflow_uri(cfg, home), run_id=run_id)
     values = final_values(metrics)
     search = metrics.get("search") or {}
-    values.update({f"search/{k}": float(search[k]) for k in ("fits", "rounds", "generated_rows") if _number(search.get(k))})
+    values.update({f"search/{k}": float(search[k]) for k in ("fits", "rounds", "generated_rows")
+                   if _number(search.get(k))})
     logger.log_metrics(values, step=0)
     logger.finalize("success")
