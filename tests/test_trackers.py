@@ -76,7 +76,7 @@ def _close(got: list, expected: list) -> bool:
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, tiny_bort, tiny_teacher, data_dir) -> Path:
     run = tmp_path_factory.mktemp("tracked") / "run"
-    _fit(_recipe(tiny_bort, tiny_teacher, data_dir, run, ["tensorboard", "mlflow"], trainer={"max_epochs": 3}))
+    _fit(_recipe(tiny_bort, tiny_teacher, data_dir, run, ["tensorboard", "mlflow"], trainer={"log_every_n_steps": 2}))
     return run
 
 
@@ -128,12 +128,12 @@ def test_resumed_fit_continues_the_same_tracker_runs_without_repeating_a_step(tm
 
     run = tmp_path / "run"
     recipe = _recipe(tiny_bort, tiny_teacher, data_dir, run, ["tensorboard", "mlflow"],
-                     trainer={"max_epochs": 3, "log_every_n_steps": 1})
+                     trainer={"max_epochs": 2, "log_every_n_steps": 1})
     original = agora.fit.run._trainer_kwargs
 
-    def interrupted(*args):  # epoch 2 stops before its 4th batch: last.ckpt is the end of epoch 1 (step 8)
+    def interrupted(*args):  # epoch 1 stops before its 4th batch: last.ckpt is the end of epoch 0 (step 4)
         kwargs = original(*args)
-        return {**kwargs, "callbacks": kwargs["callbacks"] + [Interrupt(2, 3)]}
+        return {**kwargs, "callbacks": kwargs["callbacks"] + [Interrupt(1, 3)]}
 
     monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", interrupted)
     with pytest.raises(_Stop):
@@ -141,7 +141,7 @@ def test_resumed_fit_continues_the_same_tracker_runs_without_repeating_a_step(tm
     monkeypatch.setattr(agora.fit.run, "_trainer_kwargs", original)
     client, runs = _mlflow_runs(run / "mlruns")
     before = _mlflow(client, runs[0])
-    assert max(s for s, _ in before["train/loss"]) == 10  # logged after the checkpoint: the resumed fit logs it again
+    assert max(s for s, _ in before["train/loss"]) == 6  # logged after the checkpoint: the resumed fit logs it again
     ledger = json.loads((run / "trackers" / "run.json").read_text())
 
     recipe["output"]["resume_from"] = "last"
@@ -155,7 +155,7 @@ def test_resumed_fit_continues_the_same_tracker_runs_without_repeating_a_step(tm
             assert ml[key] == tb[key] == values, key
         else:
             assert _close(ml[key], values) and _close(tb[key], values), (key, ml[key], tb[key], values)
-    assert [s for s, _ in ml["train/loss"]] == list(range(12))
+    assert [s for s, _ in ml["train/loss"]] == list(range(8))
 
 
 def test_search_logs_each_fit_as_its_own_run_under_the_search(tmp_path, tiny_bort, tiny_teacher, data_dir):
@@ -242,3 +242,29 @@ def test_wandb_runs_offline_in_the_run_dir_and_a_search_fit_joins_the_search_gro
     logger.home.record(wandb=init["id"])
     (again,) = trackers.build(cfg, tmp_path / "search" / "trials" / "r1.0-t3", "rte")
     assert again._wandb_init["id"] == init["id"] and again._wandb_init["resume"] == "allow"
+
+
+def test_a_resumed_wandb_run_gets_only_the_steps_it_lacks(tmp_path, tiny_bort, data_dir):
+    """W&B's offline files cannot be read back: the steps sent are kept in the ledger, and a resumed fit (a new
+    logger on the same run dir) sends only the steps after them."""
+    pytest.importorskip("wandb")
+    from agora.fit import trackers
+
+    class FakeRun:
+        def __init__(self):
+            self.rows = []
+
+        def log(self, row):
+            self.rows.append(row)
+
+    cfg = validate_recipe(tiny_recipe(tiny_bort, data_dir, tmp_path / "run", output={"loggers": ["wandb"]}))
+    sent = []
+    for steps in (range(0, 5), range(2, 7)):  # killed after step 4; resumed from a checkpoint at step 1
+        (logger,) = trackers.build(cfg, tmp_path / "run", "rte")
+        logger._experiment = FakeRun()
+        logger.held = logger.read_held()
+        for step in steps:
+            logger.log_metrics({"train/loss": step / 10}, step)
+        sent.append([(row["trainer/global_step"], row["train/loss"]) for row in logger._experiment.rows])
+    assert sent == [[(s, s / 10) for s in range(5)], [(5, 0.5), (6, 0.6)]]
+    assert json.loads((tmp_path / "run" / "trackers" / "run.json").read_text())["wandb_steps"] == {"train/loss": 6}
