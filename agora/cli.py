@@ -4,6 +4,7 @@
     agora-finetune rte --trainer.max_epochs 1 optim.lr=2e-5  # a shipped recipe, dotted overrides
     agora-finetune submit glue runs/ -o glue.zip             # leaderboard zip (agora.submission)
     agora-finetune submit --check glue.zip                   # check any submission zip
+    agora-finetune push runs/rte-1 me/bort-rte               # upload best/ and its card (private)
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="agora-finetune",
         description="Fine-tune BORT (or any Hugging Face encoder) from a recipe; Agora on or off.",
         epilog="Overrides: --section.key VALUE or section.key=VALUE, e.g. --trainer.max_epochs 1. "
-               "Leaderboard zips: agora-finetune submit --help.",
+               "Leaderboard zips: agora-finetune submit --help. Upload a run: agora-finetune push --help.",
     )
     parser.add_argument("recipe", help="recipe YAML path, or a shipped recipe name (rte, mnli, ...)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
@@ -84,6 +85,14 @@ def _run(argv: list[str], where: dict[str, Path]) -> int:
         from agora.submission.cli import main as submit_main
 
         return submit_main(argv[1:])
+    if argv[:1] == ["push"]:
+        from agora.fit.hub import main as push_main
+
+        try:
+            return push_main(argv[1:])
+        except AgoraError as err:
+            print(f"agora-finetune push: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     from agora.config import load_recipe

@@ -24,3 +24,7 @@ class DataError(AgoraError, ValueError):
 
 class ModelError(AgoraError, ValueError):
     """A model or tokenizer cannot be found or does not fit the task."""
+
+
+class HubError(AgoraError, RuntimeError):
+    """The Hugging Face Hub refused or could not take an upload (not logged in, no access, offline)."""

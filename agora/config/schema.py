@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from agora.config.search_schema import (RAY_EXTRA, BudgetConfig, RayConfig, SearchConfig,  # noqa: F401
-                                        TrialConfig, _Section)
+                                        TrackerLink, TrialConfig, _Section)
 
 
 class ModelConfig(_Section):
@@ -226,6 +226,33 @@ class OutputConfig(_Section):
     overwrite: bool = False
     """Run into a ``dir`` that holds an earlier run (finished or not): its outputs are deleted first. Without
     it (and without ``resume_from``) such a dir is refused, so a finished run is never replaced by accident."""
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["csv"])
+    """Experiment trackers (Lightning's loggers; :mod:`agora.fit.trackers`): ``csv`` (``logs/metrics.csv``) is
+    always on; ``tensorboard``, ``mlflow`` and ``wandb`` need their extra (``agora-finetune[tracking]``)."""
+    experiment: str | None = None
+    """The MLflow experiment and the W&B project; default: ``agora-<task>``."""
+    mlflow_uri: str | None = None
+    """MLflow's tracking URI; default: a file store in ``<run dir>/mlruns`` (a search's, for its fits)."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """``offline``: W&B writes under ``<run dir>/wandb`` only (``wandb sync`` uploads it later)."""
+    push_to_hub: str | None = None
+    """A Hub repo id (``user/name``): ``best/`` and its model card are uploaded there when the run ends."""
+    hub_private: bool = True
+    """The repo ``push_to_hub`` creates is private unless this is false."""
+
+    @field_validator("loggers")
+    @classmethod
+    def _trackers_installed(cls, value: list[str]) -> list[str]:
+        from agora.config.tracking import check_trackers
+
+        return check_trackers(value)
+
+    @model_validator(mode="after")
+    def _push_possible(self) -> "OutputConfig":
+        from agora.config.tracking import check_push
+
+        check_push(self.push_to_hub, self.export)
+        return self
 
 
 class RunConfig(_Section):

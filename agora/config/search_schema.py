@@ -106,6 +106,19 @@ class SearchConfig(_Section):
         return self
 
 
+class TrackerLink(_Section):
+    """Where a search's trackers are, written by the search into each fit's recipe (:mod:`agora.fit.trackers`)."""
+
+    dir: str
+    """The search's run dir: its ``tensorboard/<fit>/``, ``mlruns`` and ``wandb/`` hold every fit."""
+    group: str
+    """The search's name: the W&B group and the MLflow parent run's name."""
+    mlflow_parent: str | None = None
+    """The MLflow run of the search, parent of each fit's run."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """The fit's round, replay, θ and name."""
+
+
 class TrialConfig(_Section):
     """Written by the search (:mod:`agora.search`) into the recipe of each of its fits, so a fit
     reruns alone from its ``config.yaml``; leave it out of recipes of your own."""
@@ -116,3 +129,5 @@ class TrialConfig(_Section):
     ``agora.eval_on: dev``)."""
     extra_rows: str | None = None
     """JSONL of rows (``idx``, ``inputs``, ``label``) appended to D after E is carved: D's additions."""
+    tracking: TrackerLink | None = None
+    """The search's trackers, which the fit logs into as a run of its own (with ``output.loggers``)."""

@@ -132,14 +132,15 @@ def run_fit(cfg: RunConfig, source: str | None = None, extend: Extend | None = N
 
 
 def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, source, extend) -> RunResult:
-    from agora.fit import rundir
+    from agora.fit import publish, rundir, trackers
 
     run_dir = claimed.path
     trainer = None
     try:
         extension = extend(cfg, card, run_dir) if extend is not None else Extension("method")
         checkpoint, resumable, callbacks = _callbacks(cfg, run_dir, extension)
-        logger = RunLogger(run_dir, keep_rows=resume.log_rows if resume is not None else None)
+        logger = [RunLogger(run_dir, keep_rows=resume.log_rows if resume is not None else None),
+                  *trackers.build(cfg, run_dir, card.name)]  # output.loggers beyond the CSV log
         trainer = build_trainer(_trainer_kwargs(cfg, run_dir, callbacks, logger, extension.trainer_kwargs), cfg.trainer)
         tokenizer, pair_format, data, module = _load(cfg, card, extension)
         if resume is not None:
@@ -149,6 +150,7 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
         if trainer.is_global_zero:
             claimed.clear_earlier()
             rundir.write_config(run_dir, cfg.to_dict(), _config_header(run_dir, source, precision))
+            trackers.start(logger, cfg, precision)
         _train(trainer, module, data, resume, resumable, cfg.trainer)
     except BaseException:
         if trainer is None or trainer.global_step == 0:
@@ -175,6 +177,7 @@ def _fit(cfg: RunConfig, card: TaskCard, precision: Resolved, claimed, resume, s
             **({extension.name: extension.report()} if extend is not None else {}),
         })
         print("\n" + rundir.summary_table(card.name, scores, run_dir, best_dir))
+        publish.after_run(run_dir, cfg, card, logger, trainer.global_step)  # model card, trackers, push_to_hub
     return RunResult(run_dir=run_dir, best_model_dir=best_dir, scores=scores, main_score=main_score,
                      history=module.history, predictions=predictions, best_checkpoint=best_ckpt)
 

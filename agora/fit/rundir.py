@@ -34,7 +34,7 @@ from agora.files import atomic_write, write_json, write_jsonl
 from agora.fit import runlock
 
 OUTPUTS = ("config.yaml", "metrics.json", "mistakes.json", "best", "checkpoints", "logs", "predictions", "agora",
-           "search", "trials", "report.md", "plots")
+           "search", "trials", "report.md", "plots", "tensorboard", "mlruns", "wandb", "trackers")
 """What a fit or a search writes in its run dir: what ``output.overwrite: true`` deletes (nothing else)."""
 
 

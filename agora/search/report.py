@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from agora.errors import RecipeError
-from agora.fit import rundir
+from agora.fit import publish, rundir
 from agora.fit.run import RunResult
 
 from agora.config.space import describe
@@ -245,6 +245,7 @@ def finish(cfg, card, run_dir: Path, state: SearchState, p, source: str, progres
                    "epochs": state.epochs, "stopped": state.stopped, "generated_rows": state.d_rows,
                    "teacher_forward_calls": state.teacher_forward_calls, "replays": replays, "report": str(report)},
     })
+    publish.after_run(run_dir, cfg, card, search=True)  # the returned student's card, the trackers, push_to_hub
     extra = {"selection (" + selection + ")": _pct(best.score), "rounds / fits": f"{len(state.rounds)} / {state.fits}",
              "generated rows in D": str(state.d_rows), "teacher forward calls": str(state.teacher_forward_calls),
              "stopped": str(state.stopped), "report": str(report)}

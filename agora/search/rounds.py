@@ -36,7 +36,7 @@ from agora.config import RunConfig, TrialConfig
 from agora.data.cards import load_task
 from agora.errors import RecipeError
 from agora.files import read_jsonl, write_jsonl
-from agora.fit import rundir
+from agora.fit import rundir, trackers
 from agora.fit.model import check_lengths
 from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
@@ -80,6 +80,7 @@ def _search(cfg: RunConfig, source: str, runner: TrialRunner | None, progress, p
     rundir.write_config(run_dir, cfg.to_dict(), f"# resolved recipe from {source}; continue it with: "
                                                 f"agora-finetune {run_dir}/config.yaml output.resume_from=last"
                                                 f"\n# {precision.line()}")
+    link = trackers.open_search(cfg, run_dir, card.name, precision)  # output.loggers: the fits' parent run, group
     grower = None
     if cfg.agora.enabled:
         from agora.search.grow import Grower
@@ -91,7 +92,7 @@ def _search(cfg: RunConfig, source: str, runner: TrialRunner | None, progress, p
             write_jsonl(added_path, grower.jsonl(st.d_rows))
         st.save(state_path)
 
-    make_trial = trial_maker(p, run_dir, precision.precision, cfg.seed, state, grower)
+    make_trial = trial_maker(p, run_dir, precision.precision, cfg.seed, state, grower, link)
     try:
         Rounds(cfg, p, state, runner, make_trial, grower, save, progress, keep_one_export).run()
     except BaseException:
@@ -115,9 +116,10 @@ def check_resume_from(cfg: RunConfig, source: str, run_dir: Path, state_path: Pa
 
 
 def trial_maker(p: Plan, run_dir: Path, precision: str, e_seed: int, state: SearchState,
-                grower: Grows | None) -> Callable[[RoundRecord, int], Trial]:
+                grower: Grows | None, link=None) -> Callable[[RoundRecord, int], Trial]:
     """``(round, θ id) -> Trial``: θ's recipe with the round's seed offset, the search's precision, its run dir
-    under ``trials/`` and its ``trial:`` section (E's seed, D's additions as the round saw them)."""
+    under ``trials/`` and its ``trial:`` section (E's seed, D's additions as the round saw them, and ``link``:
+    where the search's trackers are, :func:`agora.fit.trackers.trial_link`)."""
 
     def make_trial(rnd: RoundRecord, tid: int) -> Trial:
         name = f"r{rnd.round}.{rnd.replay}-t{tid}"
@@ -130,7 +132,9 @@ def trial_maker(p: Plan, run_dir: Path, precision: str, e_seed: int, state: Sear
             "seed": theta_cfg.seed + rnd.seed_offset,
             "trainer": {**theta_cfg.trainer, "precision": precision},
             "output": theta_cfg.output.model_copy(update={"dir": str(run_dir / "trials" / name)}),
-            "trial": TrialConfig(e_seed=e_seed, extra_rows=str(extra.resolve()) if extra else None),
+            "trial": TrialConfig(e_seed=e_seed, extra_rows=str(extra.resolve()) if extra else None,
+                                 tracking=trackers.trial_link(link, name, rnd.round, rnd.replay,
+                                                              describe(p.names, tuple(state.thetas[tid])))),
         })
         return Trial(name=name, theta=tid, cfg=trial_cfg, run_dir=run_dir / "trials" / name)
 
