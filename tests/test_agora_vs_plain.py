@@ -1,6 +1,6 @@
 """The plumbing of benches/agora_vs_plain.py on a task card of one's own (``--card``), with tiny models:
-slices and per-seed draws, every arm, pool-kd's budget matched to agora-nearest's, the contrasts, the
-report, and reuse of finished fits on a rerun."""
+slices and per-seed draws, every arm, pool-kd's budget matched to agora-nearest's, agora-best's and the
+variants' settings (nested keys), the contrasts, the report, and reuse of finished fits on a rerun."""
 
 from __future__ import annotations
 
@@ -50,7 +50,12 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
             "--epochs", "2",
             "--student", str(tiny_bort), "--student-layers", "1", "--teacher", str(tiny_bort), "--workers", "1",
             "--precision", "32-true", "--cpu", "--data-dir", str(tmp_path / "mydata"), "--out", str(out),
-            "--work", str(work), "--agora", "variants_per_source=2", "--name", "mine"]
+            "--work", str(work), "--agora", "variants_per_source=2", "--agora", "pool_rows=7",
+            "--agora", "select.neighbours=4", "--arms", ",".join([*bench.ARMS, "plain+egen"]),
+            "--variant", "dis=select.by=disagreement,select.random_fraction=0.5,select.rows=6",
+            "--best", "select.by=disagreement,select.candidates=neighbours,select.per_anchor=2,select.near_duplicate=null,"
+            "expand_at_start=true",
+            "--name", "mine"]
     threads = torch.get_num_threads()
     try:
         (res,) = bench.main(argv)
@@ -77,16 +82,36 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert {f.steps for f in res.fits if f.arm != "plain+egen"} == {2 * 8}
     assert {f.steps for f in res.fits if f.arm == "plain+egen"} == {2 * 10}
     # seed 0 fits both lrs and chooses each arm's on its E_sel; seed 1 fits the chosen lr only
-    assert len(res.fits) == 6 * 2 + 6 and res.lr_seeds == 1
-    for arm in bench.ARMS:
+    arms = [*bench.ARMS, "plain+egen", "agora+dis"]
+    assert len(res.fits) == 7 * 2 + 7 and res.lr_seeds == 1 and res.arms == arms
+    for arm in arms:
         assert res.chosen[arm] == max((1e-3, 3e-3), key=lambda lr: (fits[(arm, lr, 0)].e_sel, -lr))
         assert [lr for (a, lr, seed) in fits if a == arm and seed == 1] == [res.chosen[arm]]
-    for lr in (1e-3, 3e-3):  # seed 0: pool-kd labels as many pool rows as agora-nearest at the same lr
-        assert fits[("pool-kd", lr, 0)].generated == fits[("agora-nearest", lr, 0)].generated_labelled
-        assert fits[("plain", lr, 0)].teacher_rows == 0 and fits[("plain+egen", lr, 0)].generated == 0
-    # seed 1: as many as the agora-nearest fit it is compared with
-    assert fits[("pool-kd", res.chosen["pool-kd"], 1)].generated == \
-        fits[("agora-nearest", res.chosen["agora-nearest"], 1)].generated_labelled
+    # pool-kd, at every lr of every seed, labels as many pool rows as the agora-nearest fit it is compared with
+    # (its seed, agora-nearest's chosen lr), counting agora-nearest's 7 random pool rows (--agora pool_rows=7)
+    nearest = res.at("agora-nearest")
+    for (arm, lr, seed), f in fits.items():
+        if arm == "pool-kd":
+            assert f.generated == nearest[seed].pool_labelled == 7 + nearest[seed].generated_labelled
+    assert fits[("plain", 1e-3, 0)].teacher_rows == 0 and fits[("plain+egen", 1e-3, 0)].generated == 0
+    # pool-all: the whole pool labelled, no expansion, the same steps; region 280 rows less the seed's 120
+    assert {f.pool_labelled for f in res.fits if f.arm == "pool-all"} == {280 - 120}
+    assert {f.selection["kept"] for f in res.fits if f.arm in ("pool-all", "pool-kd")} == {0}
+    # agora-best: selection by disagreement among the neighbours of E_gen's mistakes, 2 rows per anchor at most
+    for f in res.at("agora-best").values():
+        sel = f.selection
+        assert 0 < sel["kept"] <= sel["scored"] and 1 <= sel["anchors"] and sel["near_duplicate_rate"] == 0.0
+        assert sel["kept"] <= 2 * sel["anchors"] * 2  # 2 per anchor in each expansion (at the start, after epoch 0)
+        assert sel["agreement_kept"] is not None and sel["random"] == 0
+    # the variant: --agora's select.neighbours=4 kept beside its own select.* keys; half its rows at random
+    dis = json.loads((work / f"runs/reviews/agora+dis/lr{res.chosen['agora+dis']:g}-s1-L1/bench.json").read_text())
+    chosen = dis["recipe"]["agora"]["select"]
+    assert (chosen["by"], chosen["random_fraction"], chosen["rows"], chosen["neighbours"]) == ("disagreement", 0.5, 6, 4)
+    assert res.at("agora+dis")[1].selection["random"] == 3  # 6 rows an expansion (after epoch 0), half at random
+    best = json.loads((work / f"runs/reviews/agora-best/lr{res.chosen['agora-best']:g}-s1-L1/bench.json")
+                      .read_text())["recipe"]["agora"]
+    assert best["select"]["neighbours"] == 32 and best["variants_per_source"] == 4  # --agora does not reach it
+    assert best["expand_at_start"] and best["select"]["per_anchor"] == 2
     recipe = json.loads((work / "runs/reviews/plain/lr0.001-s0-L1/bench.json").read_text())["recipe"]
     assert recipe["data"]["eval_dev"] == "at_end"  # dev scored once, on the best epoch
     egen = json.loads((work / "runs/reviews/plain+egen/lr0.001-s0-L1/bench.json").read_text())["recipe"]["trial"]
@@ -96,10 +121,21 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert codes.pop(("plain", 1)) == "unrecorded" and len(set(codes.values())) == 1
     assert all(f.reused for f in again.fits) and not any(f.reused for f in res.fits)
     assert set(codes.values()) != {"unrecorded"}
-    assert set(res.chosen) == set(bench.ARMS)
+    assert set(res.chosen) == set(arms)
     md = (out / "mine.md").read_text()
-    for name in ("Agora vs plain", "Agora-nearest vs pool-kd (equal teacher labels)", "Agora-EDA vs TinyBERT-style"):
+    for _, _, name in bench.CONTRASTS:
         assert f"reviews: {name}" in md
+    assert "Agora vs plain |" not in md  # protocol v2's contrasts are not in the family any more
+    assert ("`agora-best` (--best; `--agora` does not reach it): `expand_at_start=true, select.by=disagreement, "
+            "select.candidates=neighbours, select.near_duplicate=null, select.per_anchor=2`") in md
+    assert "`agora+dis`: `pool_rows=7, select.by=disagreement, select.neighbours=4, select.random_fraction=0.5, " in md
+    assert "| Holm-adjusted CI (level) |" in md and "(98.33%)" in md and "(97.50%)" in md and "(95.00%)" in md
+    assert "| reviews | agora-best | " in md and "| distinct anchors |" in md
+    esel = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| reviews | ")
+            and line.count("|") == 7}  # the E_sel per seed table: task, arm, lr, seed 0, seed 1, mean
+    f0, f1 = res.at("agora-best")[0], res.at("agora-best")[1]
+    assert esel["agora-best"].endswith(f"| {100 * f0.e_sel:.1f} | {100 * f1.e_sel:.1f} "
+                                       f"| {100 * (f0.e_sel + f1.e_sel) / 2:.2f} |")
     assert "reviews: student 1 layer, D 60, E_gen 20" in md
     assert "Code of the fits: reviews: " in md and "unrecorded (1 fits)" in md
     assert "p (Holm)" in md and "pool: the student region, disjoint from the teacher's slice" in md

@@ -1,6 +1,7 @@
 """The evidence bench's tables and plot: per task and arm, the lr chosen on E_sel, E_sel and dev with
-their spread and 95% intervals, the cost; then the contrasts fixed before the run, with paired
-t-tests and Holm's correction over all of them."""
+their spread and 95% intervals, the cost; what the expansions did (rows scored and kept, anchors,
+agreement, near-duplicates); E_sel per seed (the exploration's table); then the contrasts fixed before
+the run, with paired t-tests, Holm's correction over all of them and Holm-adjusted intervals."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from evidence.arms import CONTRASTS
+from evidence.arms import contrasts_of
 from evidence.fits import Fit
 from evidence.stats import Paired, holm, paired
 
@@ -29,6 +30,8 @@ class TaskResult:
     chosen: dict[str, float] = dataclasses.field(default_factory=dict)
     lr_seeds: int | None = None
     """Seeds 0..lr_seeds-1 fit every lr and choose each arm's (None: every seed)."""
+    explore: bool = False
+    """An exploration run (``--explore``): its report shows E_sel only."""
 
     def lr_fits(self, arm: str, lr: float) -> list[Fit]:
         """The fits that choose the arm's lr: every seed below ``lr_seeds``."""
@@ -61,7 +64,7 @@ def contrasts(results: list[TaskResult]) -> list[tuple[TaskResult, Paired]]:
     """Every fixed contrast on every task (the control: the first only), Holm-corrected together."""
     out = []
     for res in results:
-        for arm, base, name in CONTRASTS[:1] if res.control else CONTRASTS:
+        for arm, base, name in contrasts_of(res.control):
             a, b = res.at(arm), res.at(base)
             seeds = sorted(set(a) & set(b))
             if len(seeds) >= 2:
@@ -114,17 +117,59 @@ def task_table(results: list[TaskResult]) -> str:
 
 
 def contrast_table(rows: list[tuple[TaskResult, Paired]]) -> str:
-    lines = ["| contrast | seeds | dev gain (points), mean | 95% CI | t | p | p (Holm) | significant |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| contrast | seeds | dev gain (points), mean | 95% CI | Holm-adjusted CI (level) | t | p | p (Holm) "
+             "| significant |", "|---|---|---|---|---|---|---|---|---|"]
     for _, p in rows:
-        lines.append(f"| {p.name} | {p.n} | {p.mean:+.2f} | {p.ci_low:+.2f} .. {p.ci_high:+.2f} | {p.t:.2f} "
+        low, high = p.holm_interval or (float("nan"), float("nan"))
+        lines.append(f"| {p.name} | {p.n} | {p.mean:+.2f} | {p.ci_low:+.2f} .. {p.ci_high:+.2f} "
+                     f"| {low:+.2f} .. {high:+.2f} ({100 * (p.holm_level or float('nan')):.2f}%) | {p.t:.2f} "
                      f"| {p.p:.4f} | {p.p_holm:.4f} | {'yes' if p.significant else 'no'} |")
     return "\n".join(lines)
 
 
-def lr_table(results: list[TaskResult]) -> str:
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def selection_table(results: list[TaskResult]) -> str:
+    """Per task and arm (its fits at the chosen lr, mean over seeds): what the fits' expansions did."""
+    def cell(value, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    lines = ["| task | arm | pool rows labelled | rows scored | rows kept | distinct anchors | teacher/gold "
+             "agreement, kept rows | near-duplicate rate | random rows |", "|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for arm in res.arms:
+            sel = [f.selection for f in res.at(arm).values()]
+            if not sel:
+                continue
+            lines.append(f"| {res.task} | {arm} | {statistics.fmean(f.pool_labelled for f in res.at(arm).values()):,.0f} "
+                         + " | ".join(cell(_mean(s.get(k) for s in sel), fmt) for k, fmt in (
+                             ("scored", "{:,.0f}"), ("kept", "{:,.0f}"), ("anchors", "{:,.0f}"),
+                             ("agreement_kept", "{:.1%}"), ("near_duplicate_rate", "{:.1%}"), ("random", "{:,.0f}")))
+                         + " |")
+    return "\n".join(lines)
+
+
+def e_sel_table(results: list[TaskResult]) -> str:
+    """E_sel per seed and its mean, per task and arm at its chosen lr: what the exploration chooses on."""
+    seeds = sorted({f.seed for r in results for f in r.fits})
+    lines = ["| task | arm | lr | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|---|---|" + "---|" * (len(seeds) + 1)]
+    for res in results:
+        for arm in res.arms:
+            fits = res.at(arm)
+            if fits:
+                lines.append(f"| {res.task} | {arm} | {res.chosen[arm]:g} | "
+                             + " | ".join(f"{100 * fits[s].e_sel:.1f}" if s in fits else "-" for s in seeds)
+                             + f" | {100 * statistics.fmean(f.e_sel for f in fits.values()):.2f} |")
+    return "\n".join(lines)
+
+
+def lr_table(results: list[TaskResult], dev: bool = True) -> str:
     lrs = sorted({lr for r in results for lr in r.lrs})
-    lines = ["| task | arm | " + " | ".join(f"lr {lr:g}: E_sel / dev" for lr in lrs) + " |",
+    lines = ["| task | arm | " + " | ".join(f"lr {lr:g}: E_sel" + (" / dev" if dev else "") for lr in lrs) + " |",
              "|---|---|" + "---|" * len(lrs)]
     for res in results:
         for arm in res.arms:
@@ -134,8 +179,8 @@ def lr_table(results: list[TaskResult]) -> str:
                 if not fits:
                     cells.append("-")
                     continue
-                e_sel, dev = statistics.fmean(f.e_sel for f in fits), statistics.fmean(f.dev for f in fits)
-                cells.append(f"{100 * e_sel:.1f} / {100 * dev:.1f}")
+                e_sel, dev_mean = statistics.fmean(f.e_sel for f in fits), statistics.fmean(f.dev for f in fits)
+                cells.append(f"{100 * e_sel:.1f}" + (f" / {100 * dev_mean:.1f}" if dev else ""))
             lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
