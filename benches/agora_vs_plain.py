@@ -1,23 +1,30 @@
-"""Agora against its baselines, under AGORA.md's evaluation protocol (second version).
+"""Agora against its baselines, under AGORA.md's evaluation protocol (protocol v3 of
+``benches/results/EXPLORATION.md``).
 
 Teacher S: all-MiniLM-L6-v2 fine-tuned by this framework (Agora off) on a slice of train (SST-2:
 40,000 rows); its epoch is chosen on its own E_sel. Student f0: MiniLM's first layers (2, or the
 task plan's ``student_layers``; ``--student-layers`` overrides both) with a fresh head (``--ceiling``
 checks that it is data-limited: a full-data fit scores far above a 500-row one). Per task and seed,
 the student's rows (D 500, E_gen 200, E_sel 1,000) are a fresh draw (``evidence.plan``); every arm
-(``evidence.arms``) of a seed gets the same D, E_sel, unlabelled pool, epochs and optimiser steps,
-and its lr from the same grid, chosen on E_sel (never dev): the first ``--lr-seeds`` (3) seeds fit
-every lr, and the others fit the lr with the best mean E_sel over those. Each fit scores dev once,
-on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds with paired
-t-tests, Holm-corrected over the contrasts fixed before the run (``evidence.arms.CONTRASTS``), with
-95% confidence intervals.
+(``evidence.arms``: plain, pool-kd, pool-all, agora-nearest, agora-best by default) of a seed gets the
+same D, E_sel, unlabelled pool, epochs and optimiser steps, and its lr from the same grid, chosen on
+E_sel (never dev): the first ``--lr-seeds`` (3) seeds fit every lr, and the others fit the lr with the
+best mean E_sel over those. pool-kd labels as many pool rows as the agora-nearest fit of its seed at
+agora-nearest's chosen lr (the fit it is compared with). agora-best runs the settings the exploration
+chose (``--best KEY=VALUE,...`` or ``benches/results/agora-best.yaml``; the report prints them). Each fit
+scores dev once, on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds
+with paired t-tests, Holm-corrected over the contrasts fixed before the run
+(``evidence.arms.CONTRASTS``: agora-best against pool-all, pool-kd and plain), with 95% and
+Holm-adjusted confidence intervals.
 
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --quick     # SST-2, 4 arms, 2 seeds: ~10 min
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py             # SST-2, STS-B, CoLA; 10 seeds
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --card my_task.yaml --rows 500,200,1000,5000
-    AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --tasks sst2 --arms plain,agora-nearest \\
-        --variant gamma1=generator=nearest,gamma=1 --seeds 5 --name explore   # settings, on E_sel
+    AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --tasks sst2:3 --arms plain,agora-nearest \
+        --variant dis=select.by=disagreement,select.confidence=weight --explore --name explore  # on E_sel only
 
+``--variant NAME=...`` adds an arm ``agora+NAME``; a dotted key reaches into a nested section
+(``select.random_fraction=0.5``). ``--explore`` writes E_sel only (per seed and mean), never dev.
 Fits run two at a time, one thread each (``--workers``, ``--threads``); finished fits are reused on a
 rerun. Writes ``<out>/<name>.md`` and ``<out>/<name>.png`` and prints the tables.
 """
@@ -40,7 +47,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evidence import report, settings
-from evidence.arms import ARMS, CONTRASTS, KNOWN_ARMS, agora_section, check_arms, needs_pool  # noqa: F401
+from evidence.arms import (  # noqa: F401
+    ARMS,
+    CONTRASTS,
+    KNOWN_ARMS,
+    agora_section,
+    check_arms,
+    needs_pool,
+)
 from evidence.fits import Fit, Pool, run_dir
 from evidence.plan import (
     CONTROL_ARMS,
@@ -152,8 +166,8 @@ def e_gen_rows(plan: TaskPlan, card, student_file: Path, seed: int, data_dir: Pa
     from agora.data.rows import inputs_of
     from agora.data.splits import load_split
     from agora.files import write_jsonl
-    from agora.paths import cache_dir
     from agora.method.generated import generated_base
+    from agora.paths import cache_dir
 
     ds = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
     labels = np.asarray(ds["label"])
@@ -395,75 +409,8 @@ def main(argv=None) -> list[report.TaskResult]:
     finally:
         pool.close()
     wall = time.perf_counter() - start
-    write(results, args, out, wall, argv)
+    report.write(results, plans(args), args, out, wall, argv)
     return results
-
-
-def arm_settings(results, args) -> str:
-    """The explicit settings of agora-best and of every variant, as they ran (over the shipped defaults)."""
-    ran = {a for r in results for a in r.arms}
-    lines = [f"- `agora-best` ({args.best_source}; `--agora` does not reach it): "
-             f"`{settings.shown(args.best_settings)}`"] if "agora-best" in ran else []
-    lines += [f"- `{name}`: `{settings.shown(settings.merge(settings.parse(args.agora or [], '--agora'), v))}`"
-              for name, v in variants(args).items() if name in ran]
-    common = settings.shown(settings.parse(args.agora or [], "--agora"))
-    return ("Agora settings beyond the shipped defaults (`--agora` for agora-eda, agora-nearest and the variants: "
-            f"`{common}`):\n\n" + "\n".join(lines) + "\n\n") if lines or args.agora else ""
-
-
-def write(results, args, out: Path, wall: float, argv) -> None:
-    rows = [] if args.explore else report.contrasts(results)
-    from agora.fit.precision import resolve_precision
-
-    cpu = report_cpu()
-    n_fits = sum(len(r.fits) for r in results)
-    reused = sum(f.reused for r in results for f in r.fits)
-    precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
-    settings_line = "; ".join(
-        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, "
-        f"E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
-        f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
-        f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
-        + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
-           f"1,000-row E_sel, lr 1e-4): dev {100 * r.teacher['ceiling']:.1f}"
-           if r.teacher.get("ceiling") is not None and not args.explore else "")
-        for r, p in zip(results, plans(args)))
-    seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans(args))
-    head = (f"# Agora against its baselines ({args.name})\n\n"
-            f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-            f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
-            f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
-            f"to its first layers (per task below), word embeddings frozen; teacher: "
-            f"{args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds {seed_text}; lr grid "
-            f"{args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their mean E_sel; the "
-            f"other seeds fit the chosen lr. {settings_line}.\n\n{arm_settings(results, args)}"
-            f"Code of the fits: {report.code_note(results)}.\n\n")
-    selection = f"## What the expansions did (per fit, mean over seeds)\n\n{report.selection_table(results)}\n\n"
-    if args.explore:
-        md = (head + "An exploration run: E_sel only (dev is not shown; choices are made on E_sel).\n\n"
-              f"## E_sel per seed (the arm's chosen lr)\n\n{report.e_sel_table(results)}\n\n{selection}"
-              f"## E_sel per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results, dev=False)}\n")
-        printed = report.e_sel_table(results)
-    else:
-        md = (head + "Dev is scored once per fit, on its best epoch by E_sel. Dev = the official dev set, never "
-              "used for a choice. Paired t-tests over seeds on dev, Holm-corrected over every contrast below (fixed "
-              "before the run); significant: Holm p < 0.05. The Holm-adjusted CI is the interval at level "
-              "1 - 0.05 / (m - k), k the contrast's rank by p among the m contrasts.\n\n"
-              f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"
-              f"{selection}## E_sel per seed (the arm's chosen lr)\n\n{report.e_sel_table(results)}\n\n"
-              f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results)}\n\n"
-              f"![dev scores]({args.name}.png)\n")
-        report.plot(results, out / f"{args.name}.png")
-        printed = report.contrast_table(rows) + "\n\n" + report.task_table(results)
-    (out / f"{args.name}.md").write_text(md, encoding="utf-8")
-    print("\n" + printed + "\n\n" + report.selection_table(results))
-    print(f"\nwrote {out / (args.name + '.md')}" + ("" if args.explore else f" and {out / (args.name + '.png')}"))
-
-
-def report_cpu() -> str:
-    from agora.fit.precision import cpu_model_name, detect
-
-    return f"{cpu_model_name()} ({os.cpu_count()} cores, {detect().cpu_words()})"
 
 
 if __name__ == "__main__":

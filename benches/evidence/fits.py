@@ -15,7 +15,11 @@ import shutil
 import time
 from pathlib import Path
 
-from evidence.arms import pool_labelled, teacher_labelled_generated, teacher_rows_labelled
+from evidence.arms import (
+    pool_labelled,
+    teacher_labelled_generated,
+    teacher_rows_labelled,
+)
 from evidence.plan import STUDENT_LAYERS
 
 

@@ -60,14 +60,14 @@ class TaskPlan:
 
 STUDENT_LAYERS = 2
 """The student: the pre-trained encoder's first 2 layers, unless a plan or ``--student-layers`` says otherwise."""
-CONTROL_ARMS = ("plain", "agora-eda", "agora-nearest")
+CONTROL_ARMS = ("plain", "agora-nearest", "agora-best")
 PLANS = {
     # SST-2: 67k rows: a 40,000-row teacher slice (20,000 gave dev 87.4), a disjoint pool (the rest of train)
     "sst2": TaskPlan("sst2", teacher_rows=40000, pool="rest", max_length=64, teacher_epochs=2, teacher_lr=5e-5),
     # MRPC (3,668) and STS-B (5,749): too few rows for a pool disjoint from the teacher's slice
     "mrpc": TaskPlan("mrpc", region_rows=1700, pool="train", max_length=128, teacher_epochs=5, teacher_lr=1e-4),
     "stsb": TaskPlan("stsb", region_rows=1700, pool="train", max_length=128, teacher_epochs=4, teacher_lr=1e-4),
-    # CoLA: the control (every edit can break the grammar being judged), three arms
+    # CoLA: the control (every edit can break the grammar being judged): plain, agora-nearest, agora-best
     "cola": TaskPlan("cola", region_rows=1700, pool="train", max_length=64, teacher_epochs=4, teacher_lr=1e-4,
                      arms=CONTROL_ARMS),
 }

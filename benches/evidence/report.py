@@ -6,10 +6,13 @@ the run, with paired t-tests, Holm's correction over all of them and Holm-adjust
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
+from evidence import settings
 from evidence.arms import contrasts_of
 from evidence.fits import Fit
 from evidence.stats import Paired, holm, paired
@@ -117,8 +120,8 @@ def task_table(results: list[TaskResult]) -> str:
 
 
 def contrast_table(rows: list[tuple[TaskResult, Paired]]) -> str:
-    lines = ["| contrast | seeds | dev gain (points), mean | 95% CI | Holm-adjusted CI (level) | t | p | p (Holm) "
-             "| significant |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| contrast | seeds | dev gain (points), mean | 95% CI | Holm-adjusted CI (level) | t | p | p (Holm) "
+              "| significant |"), "|---|---|---|---|---|---|---|---|---|"]
     for _, p in rows:
         low, high = p.holm_interval or (float("nan"), float("nan"))
         lines.append(f"| {p.name} | {p.n} | {p.mean:+.2f} | {p.ci_low:+.2f} .. {p.ci_high:+.2f} "
@@ -137,18 +140,18 @@ def selection_table(results: list[TaskResult]) -> str:
     def cell(value, fmt: str) -> str:
         return "-" if value is None else fmt.format(value)
 
-    lines = ["| task | arm | pool rows labelled | rows scored | rows kept | distinct anchors | teacher/gold "
-             "agreement, kept rows | near-duplicate rate | random rows |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| task | arm | pool rows labelled | rows scored | rows kept | distinct anchors | teacher/gold "
+              "agreement, kept rows | near-duplicate rate | random rows |"), "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for arm in res.arms:
-            sel = [f.selection for f in res.at(arm).values()]
-            if not sel:
+            fits = list(res.at(arm).values())
+            if not fits:
                 continue
-            lines.append(f"| {res.task} | {arm} | {statistics.fmean(f.pool_labelled for f in res.at(arm).values()):,.0f} "
-                         + " | ".join(cell(_mean(s.get(k) for s in sel), fmt) for k, fmt in (
-                             ("scored", "{:,.0f}"), ("kept", "{:,.0f}"), ("anchors", "{:,.0f}"),
-                             ("agreement_kept", "{:.1%}"), ("near_duplicate_rate", "{:.1%}"), ("random", "{:,.0f}")))
-                         + " |")
+            cells = [f"{statistics.fmean(f.pool_labelled for f in fits):,.0f}"]
+            cells += [cell(_mean(f.selection.get(k) for f in fits), fmt) for k, fmt in (
+                ("scored", "{:,.0f}"), ("kept", "{:,.0f}"), ("anchors", "{:,.0f}"), ("agreement_kept", "{:.1%}"),
+                ("near_duplicate_rate", "{:.1%}"), ("random", "{:,.0f}"))]
+            lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -212,3 +215,71 @@ def plot(results: list[TaskResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def arm_settings(results, args) -> str:
+    """The explicit settings of agora-best and of every variant, as they ran (over the shipped defaults)."""
+    ran = {a for r in results for a in r.arms}
+    lines = [(f"- `agora-best` ({args.best_source}; `--agora` does not reach it): "
+              f"`{settings.shown(args.best_settings)}`")] if "agora-best" in ran else []
+    lines += [f"- `{name}`: `{settings.shown(settings.merge(settings.parse(args.agora or [], '--agora'), v))}`"
+              for name, v in settings.variants(args.variant).items() if name in ran]
+    common = settings.shown(settings.parse(args.agora or [], "--agora"))
+    return ("Agora settings beyond the shipped defaults (`--agora` for agora-eda, agora-nearest and the variants: "
+            f"`{common}`):\n\n" + "\n".join(lines) + "\n\n") if lines or args.agora else ""
+
+
+def write(results: list[TaskResult], plans, args, out: Path, wall: float, argv) -> None:
+    """``<out>/<name>.md`` (and its plot): the run's settings, then its tables; prints the main ones."""
+    rows = [] if args.explore else contrasts(results)
+    from agora.fit.precision import resolve_precision
+
+    cpu = report_cpu()
+    n_fits = sum(len(r.fits) for r in results)
+    reused = sum(f.reused for r in results for f in r.fits)
+    precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
+    settings_line = "; ".join(
+        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, "
+        f"E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
+        f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
+        f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
+        + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
+           f"1,000-row E_sel, lr 1e-4): dev {100 * r.teacher['ceiling']:.1f}"
+           if r.teacher.get("ceiling") is not None and not args.explore else "")
+        for r, p in zip(results, plans))
+    seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans)
+    head = (f"# Agora against its baselines ({args.name})\n\n"
+            f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+            f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
+            f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
+            f"to its first layers (per task below), word embeddings frozen; teacher: "
+            f"{args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds {seed_text}; lr grid "
+            f"{args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their mean E_sel; the "
+            f"other seeds fit the chosen lr. {settings_line}.\n\n{arm_settings(results, args)}"
+            f"Code of the fits: {code_note(results)}.\n\n")
+    selection = f"## What the expansions did (per fit, mean over seeds)\n\n{selection_table(results)}\n\n"
+    if args.explore:
+        md = (head + "An exploration run: E_sel only (dev is not shown; choices are made on E_sel).\n\n"
+              f"## E_sel per seed (the arm's chosen lr)\n\n{e_sel_table(results)}\n\n{selection}"
+              f"## E_sel per lr (mean over the seeds that choose the lr)\n\n{lr_table(results, dev=False)}\n")
+        printed = e_sel_table(results)
+    else:
+        md = (head + "Dev is scored once per fit, on its best epoch by E_sel. Dev = the official dev set, never "
+              "used for a choice. Paired t-tests over seeds on dev, Holm-corrected over every contrast below (fixed "
+              "before the run); significant: Holm p < 0.05. The Holm-adjusted CI is the interval at level "
+              "1 - 0.05 / (m - k), k the contrast's rank by p among the m contrasts.\n\n"
+              f"## Contrasts\n\n{contrast_table(rows)}\n\n## Arms\n\n{task_table(results)}\n\n"
+              f"{selection}## E_sel per seed (the arm's chosen lr)\n\n{e_sel_table(results)}\n\n"
+              f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{lr_table(results)}\n\n"
+              f"![dev scores]({args.name}.png)\n")
+        plot(results, out / f"{args.name}.png")
+        printed = contrast_table(rows) + "\n\n" + task_table(results)
+    (out / f"{args.name}.md").write_text(md, encoding="utf-8")
+    print("\n" + printed + "\n\n" + selection_table(results))
+    print(f"\nwrote {out / (args.name + '.md')}" + ("" if args.explore else f" and {out / (args.name + '.png')}"))
+
+
+def report_cpu() -> str:
+    from agora.fit.precision import cpu_model_name, detect
+
+    return f"{cpu_model_name()} ({os.cpu_count()} cores, {detect().cpu_words()})"
