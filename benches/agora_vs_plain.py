@@ -238,7 +238,7 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
 
     student = build_student(args.student, plan.student_layers, work)
     card = load_task(plan.task)
-    seeds = list(range(plan.seeds or args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + (plan.seeds or args.seeds)))
     slices = slice_task(plan, card, args.data_dir, work, seeds)
     n_teacher = slices.teacher_rows
     teacher, info = (Path(args.teacher_checkpoint), {"final": {}, "wall_s": 0}) if args.teacher_checkpoint else \
@@ -278,12 +278,12 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
 
 def fit_arms(res: report.TaskResult, seeds: list[int], lr_seeds: int, pool: Pool, make_job) -> None:
     """Every fit of a task into ``res.fits``. The lr of each arm: every lr of the grid on the first
-    ``lr_seeds`` seeds, chosen on their mean E_sel; the other seeds fit the chosen lr only. pool-kd's fits
-    of a seed (at every lr) label as many pool rows as the agora-nearest fit of that seed at agora-nearest's
-    chosen lr, the fit it is compared with, so its lr seeds run once that lr is chosen.
+    ``lr_seeds`` seeds of ``seeds``, chosen on their mean E_sel; the other seeds fit the chosen lr only.
+    pool-kd's fits of a seed (at every lr) label as many pool rows as the agora-nearest fit of that seed
+    at agora-nearest's chosen lr, the fit it is compared with, so its lr seeds run once that lr is chosen.
     ``make_job(arm, lr, seed, budget)``: the job a fit runs."""
-    first = [s for s in seeds if s < lr_seeds]
-    res.lr_seeds = len(first)
+    first = seeds[:lr_seeds]
+    res.lr_seeds = first
     run_fits(res, pool, make_job, [(s, lr, a) for s in first for lr in res.lrs for a in res.arms if a != "pool-kd"])
     report.choose(res)
     if "pool-kd" in res.arms:
@@ -327,6 +327,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", default=None, help="D,E_GEN,E_SEL,TEACHER rows (with --card; default 500,200,1000,rest)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 10; --quick 2)")
     p.add_argument("--lrs", default=None, help="the lr grid of every arm (default 1e-4,3e-4; --quick 1e-4)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (fresh draws of D, E: "
+                   "a confirmation after an exploration on seeds 0-2 runs --first-seed 100)")
     p.add_argument("--lr-seeds", type=int, default=3, help="seeds 0..N-1 fit every lr of the grid; each arm's "
                    "lr is the best on their mean E_sel, and the other seeds fit it only (default 3)")
     p.add_argument("--arms", default=None, help=f"comma-separated (default {','.join(ARMS)}; CoLA: the control's)")

@@ -83,7 +83,7 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert {f.steps for f in res.fits if f.arm == "plain+egen"} == {2 * 10}
     # seed 0 fits both lrs and chooses each arm's on its E_sel; seed 1 fits the chosen lr only
     arms = [*bench.ARMS, "plain+egen", "agora+dis"]
-    assert len(res.fits) == 7 * 2 + 7 and res.lr_seeds == 1 and res.arms == arms
+    assert len(res.fits) == 7 * 2 + 7 and res.lr_seeds == [0] and res.arms == arms
     for arm in arms:
         assert res.chosen[arm] == max((1e-3, 3e-3), key=lambda lr: (fits[(arm, lr, 0)].e_sel, -lr))
         assert [lr for (a, lr, seed) in fits if a == arm and seed == 1] == [res.chosen[arm]]
@@ -226,6 +226,7 @@ def test_pool_kd_takes_the_budget_of_the_fit_it_is_compared_with():
     pool = _Pool()
     bench.fit_arms(res, [0, 1, 2, 3, 4], 3, pool, lambda arm, lr, seed, budget=None: {
         "arm": arm, "lr": lr, "seed": seed, "budget": budget})
+    assert res.lr_seeds == [0, 1, 2]
     assert res.chosen == {"plain": 1e-4, "agora-nearest": 1e-4, "pool-kd": 3e-4}
     kd = [(j["seed"], j["lr"], j["budget"]) for j in pool.jobs if j["arm"] == "pool-kd"]
     # every pool-kd fit, at either lr, labels as many pool rows as agora-nearest at ITS chosen lr (1e-4), same seed
@@ -235,6 +236,13 @@ def test_pool_kd_takes_the_budget_of_the_fit_it_is_compared_with():
     for seed in (3, 4):  # after the lr seeds, a pool-kd fit comes right after its agora-nearest fit
         assert order.index(("pool-kd", seed)) > order.index(("agora-nearest", seed))
     assert len(pool.jobs) == 3 * 2 * 3 + 2 * 3
+    # fresh seeds (--first-seed 100): the first three of them choose the lrs
+    res.fits, res.chosen, pool.jobs = [], {}, []
+    bench.fit_arms(res, [100, 101, 102, 103], 3, pool, lambda arm, lr, seed, budget=None: {
+        "arm": arm, "lr": lr, "seed": seed, "budget": budget})
+    assert res.lr_seeds == [100, 101, 102] and res.chosen["pool-kd"] == 3e-4
+    assert sorted((j["arm"], j["lr"]) for j in pool.jobs if j["seed"] == 103) == [
+        ("agora-nearest", 1e-4), ("plain", 1e-4), ("pool-kd", 3e-4)]
 
 
 def test_arms_are_checked_and_agora_best_needs_its_settings(tmp_path):
@@ -282,7 +290,7 @@ def test_an_exploration_report_shows_e_sel_per_seed_and_never_dev(tmp_path):
                                   {"rows": 10, "lr": 1e-4, "dev": 0.888, "e_sel": 0.8}, None, "pool", explore=True)
     bench.report.choose(res)
     args = bench.parse_args(["--tasks", "sst2:3", "--arms", "plain", "--variant", "dis=select.by=disagreement",
-                             "--explore", "--data-dir", str(tmp_path), "--out", str(tmp_path), "--name", "x"])
+                             "--explore", "--first-seed", "0", "--data-dir", str(tmp_path), "--out", str(tmp_path), "--name", "x"])
     bench.report.write([res], bench.plans(args), args, tmp_path, 60.0, [])
     md = (tmp_path / "x.md").read_text()
     assert "| sst2 | agora+dis | 0.0001 | 75.0 | 76.0 | 77.0 | 76.00 |" in md

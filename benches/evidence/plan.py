@@ -70,6 +70,10 @@ PLANS = {
     # CoLA: the control (every edit can break the grammar being judged): plain, agora-nearest, agora-best
     "cola": TaskPlan("cola", region_rows=1700, pool="train", max_length=64, teacher_epochs=4, teacher_lr=1e-4,
                      arms=CONTROL_ARMS),
+    # candidates for protocol v3's second task (benches/results/EXPLORATION.md), with STS-B at a longer
+    # budget (--epochs); not yet run, the settings are STS-B's and CoLA's
+    "boolq": TaskPlan("boolq", region_rows=1700, pool="train", max_length=256, teacher_epochs=4, teacher_lr=1e-4),
+    "wic": TaskPlan("wic", region_rows=1700, pool="train", max_length=128, teacher_epochs=4, teacher_lr=1e-4),
 }
 DEFAULT_TASKS = ("sst2", "stsb", "cola")
 """MRPC is not among them: no student size is data-limited there. Trained on all of MRPC's train (1,512

@@ -31,15 +31,15 @@ class TaskResult:
     pool_note: str
     control: bool = False
     chosen: dict[str, float] = dataclasses.field(default_factory=dict)
-    lr_seeds: int | None = None
-    """Seeds 0..lr_seeds-1 fit every lr and choose each arm's (None: every seed)."""
+    lr_seeds: list[int] | None = None
+    """The seeds that fit every lr and choose each arm's (None: every seed)."""
     explore: bool = False
     """An exploration run (``--explore``): its report shows E_sel only."""
 
     def lr_fits(self, arm: str, lr: float) -> list[Fit]:
-        """The fits that choose the arm's lr: every seed below ``lr_seeds``."""
+        """The fits that choose the arm's lr: those of the ``lr_seeds``."""
         return [f for f in self.fits if f.arm == arm and f.lr == lr
-                and (self.lr_seeds is None or f.seed < self.lr_seeds)]
+                and (self.lr_seeds is None or f.seed in self.lr_seeds)]
 
     def at(self, arm: str) -> dict[int, Fit]:
         """seed -> the arm's fit at its chosen lr."""
@@ -247,14 +247,14 @@ def write(results: list[TaskResult], plans, args, out: Path, wall: float, argv) 
            f"1,000-row E_sel, lr 1e-4): dev {100 * r.teacher['ceiling']:.1f}"
            if r.teacher.get("ceiling") is not None and not args.explore else "")
         for r, p in zip(results, plans))
-    seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans)
+    seed_text = ", ".join(f"{p.name} {args.first_seed}..{args.first_seed + (p.seeds or args.seeds) - 1}" for p in plans)
     head = (f"# Agora against its baselines ({args.name})\n\n"
             f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
             f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
             f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
             f"to its first layers (per task below), word embeddings frozen; teacher: "
             f"{args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds {seed_text}; lr grid "
-            f"{args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their mean E_sel; the "
+            f"{args.lrs} for every arm, fitted on seeds {args.first_seed}..{args.first_seed + args.lr_seeds - 1} and chosen on their mean E_sel; the "
             f"other seeds fit the chosen lr. {settings_line}.\n\n{arm_settings(results, args)}"
             f"Code of the fits: {code_note(results)}.\n\n")
     selection = f"## What the expansions did (per fit, mean over seeds)\n\n{selection_table(results)}\n\n"
