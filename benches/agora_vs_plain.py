@@ -236,6 +236,9 @@ def majority(card, student_file: Path, data_dir: Path) -> dict | None:
 def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
     from agora.data.cards import load_task
 
+    arms = [a for a in args.arms.split(",") if a] if args.arms else list(plan.arms or ARMS)
+    arms += [name for name in variants(args) if name not in arms]
+    check_arms(arms, variants(args), args.best_settings)
     student = build_student(args.student, plan.student_layers, work)
     card = load_task(plan.task)
     seeds = list(range(args.first_seed, args.first_seed + (plan.seeds or args.seeds)))
@@ -243,9 +246,6 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
     n_teacher = slices.teacher_rows
     teacher, info = (Path(args.teacher_checkpoint), {"final": {}, "wall_s": 0}) if args.teacher_checkpoint else \
         train_teacher(plan, args, work, slices.teacher, n_teacher)
-    arms = [a for a in args.arms.split(",") if a] if args.arms else list(plan.arms or ARMS)
-    arms += [name for name in variants(args) if name not in arms]
-    check_arms(arms, variants(args))
     lrs = [float(x) for x in args.lrs.split(",")]
     key = f"{card.select_split}/{card.main_metric}"
     res = report.TaskResult(plan.name, card.main_metric, card.select_split, arms, lrs, [],

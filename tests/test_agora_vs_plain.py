@@ -255,7 +255,8 @@ def test_arms_are_checked_and_agora_best_needs_its_settings(tmp_path):
     with pytest.raises(SystemExit, match="unknown arm 'agora-bset'"):
         check_arms(["plain", "agora-bset"], {})
     with pytest.raises(SystemExit, match="benches/results/agora-best.yaml"):
-        agora_section("agora-best", {}, {})
+        check_arms(["plain", "agora-best"], {}, None)
+    check_arms(["plain", "agora-best"], {}, {"gamma": 1.0})
     assert agora_section("pool-all", {"gamma": 1}, {}) == {"enabled": True, "expand_every_n_epochs": 0,
                                                            "pool_rows": "all", "alpha": 0.5, "temperature": 2.0}
     assert agora_section("agora-eda", {"select": {"rows": 3}}, {})["generator"] == "eda"

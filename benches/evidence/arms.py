@@ -51,8 +51,9 @@ def needs_pool(arm: str) -> bool:
     return arm in ("pool-kd", "pool-all", "agora-nearest", "agora-best") or arm.startswith("agora+")
 
 
-def check_arms(arms: list[str], variants: dict[str, dict]) -> None:
-    """Every arm known; pool-kd only beside agora-nearest (its budget)."""
+def check_arms(arms: list[str], variants: dict[str, dict], best: dict | None = None) -> None:
+    """Every arm known; pool-kd only beside agora-nearest (its budget); agora-best only with its settings
+    (checked before anything is trained)."""
     for arm in arms:
         if arm not in KNOWN_ARMS and arm not in variants:
             raise SystemExit(f"unknown arm {arm!r}: arms are {', '.join(KNOWN_ARMS)}, or agora+NAME from "
@@ -60,6 +61,8 @@ def check_arms(arms: list[str], variants: dict[str, dict]) -> None:
     if "pool-kd" in arms and "agora-nearest" not in arms:
         raise SystemExit("arm pool-kd labels as many pool rows as the agora-nearest fit of its seed: "
                          "add agora-nearest to --arms")
+    if "agora-best" in arms:
+        agora_section("agora-best", {}, {}, best=best)
 
 
 def agora_section(arm: str, agora_settings: dict, variants: dict[str, dict], budget: int | None = None,
