@@ -63,6 +63,8 @@ from evidence.plan import (
     QUICK,
     STUDENT_LAYERS,
     TaskPlan,
+    e_gen_rows,
+    majority,
     slice_task,
 )
 
@@ -158,31 +160,6 @@ def ceiling(plan: TaskPlan, args, work: Path, student: Path, card, train_rows: i
     return json.loads((directory / "metrics.json").read_text())["final"], epochs
 
 
-def e_gen_rows(plan: TaskPlan, card, student_file: Path, seed: int, data_dir: Path, out: Path) -> Path:
-    """E_gen's labelled rows of a seed, as the fits carve them, written as rows appended to D (plain+egen)."""
-    import numpy as np
-
-    from agora.data.evalset import split_e
-    from agora.data.rows import inputs_of
-    from agora.data.splits import load_split
-    from agora.files import write_jsonl
-    from agora.method.generated import generated_base
-    from agora.paths import cache_dir
-
-    ds = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
-    labels = np.asarray(ds["label"])
-    _, gen, _ = split_e(labels, plan.e_gen_rows + plan.e_sel_rows, seed, card.format == "regression",
-                        plan.e_gen_rows)
-    rows = ds.select(gen.tolist()).to_dict()
-    inputs = inputs_of(card, rows)
-    names = card.labels if card.format != "regression" else None
-    path = out / f"{plan.name}-egen-{plan.key()}-s{seed}.jsonl"
-    base = generated_base(np.asarray(ds["idx"]))  # D's additions: above every dataset idx
-    write_jsonl(path, [{"idx": base + j, "inputs": list(x), "label": names[int(y)] if names else float(y)}
-                       for j, (x, y) in enumerate(zip(inputs, rows["label"]))])
-    return path
-
-
 def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, lr: float, seed: int,
                    work: Path, budget: int | None = None, egen: Path | None = None) -> dict:
     agora = agora_section(arm, settings.parse(args.agora or [], "--agora"), variants(args), budget,
@@ -216,21 +193,6 @@ def embed_pool(recipe: dict) -> None:
     cfg = validate_recipe(recipe)
     dm = TaskDataModule(cfg, load_task(cfg.task), load_tokenizer(cfg.model)[0]).load(predict=False)
     make_generator("nearest", cfg.agora.generator_settings).prepare(dm.pool, cfg.teacher.path, cache_dir(None))
-
-
-def majority(card, student_file: Path, data_dir: Path) -> dict | None:
-    import numpy as np
-
-    from agora.data.metrics import compute_metrics
-    from agora.data.splits import load_split
-    from agora.paths import cache_dir
-
-    if card.format != "classification":
-        return None
-    train = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
-    dev = load_split(card, card.select_split, data_dir, "local", cache_dir(None))
-    label = int(np.bincount(np.asarray(train["label"], dtype=np.int64)).argmax())
-    return compute_metrics(list(card.metrics), [label] * len(dev), list(dev["label"]))
 
 
 def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:

@@ -8,7 +8,8 @@ rows; the fit carves E from it with ``agora.e_size`` = E_gen + E_sel, ``agora.e_
 The **pool** (unlabelled rows) is ``rest``: the student region (its D and E rows are dropped by the
 pool reader), disjoint from the teacher's slice; or ``train``: the whole train file less the seed's
 D and E, the teacher's slice included with its labels hidden (for tasks too small for a disjoint
-pool; reported beside the result).
+pool; reported beside the result). Also here: E_gen's rows of a seed as extra rows of D (``plain+egen``)
+and the majority class's scores (the floor of the report).
 """
 
 from __future__ import annotations
@@ -145,3 +146,39 @@ def slice_task(plan: TaskPlan, card, data_dir: Path, work: Path, seeds: list[int
     students = {s: write(f"student-s{s}", np.random.default_rng(1000 + s).permutation(region)[: plan.student_rows])
                 for s in seeds}
     return Slices(path, teacher, region_file, students, len(rows), n_teacher)
+
+
+def e_gen_rows(plan: TaskPlan, card, student_file: Path, seed: int, data_dir: Path, out: Path) -> Path:
+    """E_gen's labelled rows of a seed, as the fits carve them, written as rows appended to D (plain+egen)."""
+    from agora.data.evalset import split_e
+    from agora.data.rows import inputs_of
+    from agora.data.splits import load_split
+    from agora.files import write_jsonl
+    from agora.method.generated import generated_base
+    from agora.paths import cache_dir
+
+    ds = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
+    labels = np.asarray(ds["label"])
+    _, gen, _ = split_e(labels, plan.e_gen_rows + plan.e_sel_rows, seed, card.format == "regression",
+                        plan.e_gen_rows)
+    rows = ds.select(gen.tolist()).to_dict()
+    inputs = inputs_of(card, rows)
+    names = card.labels if card.format != "regression" else None
+    path = out / f"{plan.name}-egen-{plan.key()}-s{seed}.jsonl"
+    base = generated_base(np.asarray(ds["idx"]))  # D's additions: above every dataset idx
+    write_jsonl(path, [{"idx": base + j, "inputs": list(x), "label": names[int(y)] if names else float(y)}
+                       for j, (x, y) in enumerate(zip(inputs, rows["label"]))])
+    return path
+
+
+def majority(card, student_file: Path, data_dir: Path) -> dict | None:
+    from agora.data.metrics import compute_metrics
+    from agora.data.splits import load_split
+    from agora.paths import cache_dir
+
+    if card.format != "classification":
+        return None
+    train = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
+    dev = load_split(card, card.select_split, data_dir, "local", cache_dir(None))
+    label = int(np.bincount(np.asarray(train["label"], dtype=np.int64)).argmax())
+    return compute_metrics(list(card.metrics), [label] * len(dev), list(dev["label"]))
