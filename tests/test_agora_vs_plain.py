@@ -1,6 +1,6 @@
 """The plumbing of benches/agora_vs_plain.py on a task card of one's own (``--card``), with tiny models:
-slices and per-seed draws, every arm, pool-kd's budget matched to agora-nearest's, the contrasts, the
-report, and reuse of finished fits on a rerun."""
+slices and per-seed draws, every arm, pool-kd's budget matched to agora-nearest's, agora-best's and the
+variants' settings (nested keys), the contrasts, the report, and reuse of finished fits on a rerun."""
 
 from __future__ import annotations
 
@@ -50,7 +50,12 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
             "--epochs", "2",
             "--student", str(tiny_bort), "--student-layers", "1", "--teacher", str(tiny_bort), "--workers", "1",
             "--precision", "32-true", "--cpu", "--data-dir", str(tmp_path / "mydata"), "--out", str(out),
-            "--work", str(work), "--agora", "variants_per_source=2", "--name", "mine"]
+            "--work", str(work), "--agora", "variants_per_source=2", "--agora", "pool_rows=7",
+            "--agora", "select.neighbours=4", "--arms", ",".join([*bench.ARMS, "plain+egen"]),
+            "--variant", "dis=select.by=disagreement,select.random_fraction=0.5,select.rows=6",
+            "--best", ("select.by=disagreement,select.candidates=neighbours,select.per_anchor=2,"
+                       "select.near_duplicate=null,expand_at_start=true"),
+            "--name", "mine"]
     threads = torch.get_num_threads()
     try:
         (res,) = bench.main(argv)
@@ -77,16 +82,36 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert {f.steps for f in res.fits if f.arm != "plain+egen"} == {2 * 8}
     assert {f.steps for f in res.fits if f.arm == "plain+egen"} == {2 * 10}
     # seed 0 fits both lrs and chooses each arm's on its E_sel; seed 1 fits the chosen lr only
-    assert len(res.fits) == 6 * 2 + 6 and res.lr_seeds == 1
-    for arm in bench.ARMS:
+    arms = [*bench.ARMS, "plain+egen", "agora+dis"]
+    assert len(res.fits) == 7 * 2 + 7 and res.lr_seeds == [0] and res.arms == arms
+    for arm in arms:
         assert res.chosen[arm] == max((1e-3, 3e-3), key=lambda lr: (fits[(arm, lr, 0)].e_sel, -lr))
         assert [lr for (a, lr, seed) in fits if a == arm and seed == 1] == [res.chosen[arm]]
-    for lr in (1e-3, 3e-3):  # seed 0: pool-kd labels as many pool rows as agora-nearest at the same lr
-        assert fits[("pool-kd", lr, 0)].generated == fits[("agora-nearest", lr, 0)].generated_labelled
-        assert fits[("plain", lr, 0)].teacher_rows == 0 and fits[("plain+egen", lr, 0)].generated == 0
-    # seed 1: as many as the agora-nearest fit it is compared with
-    assert fits[("pool-kd", res.chosen["pool-kd"], 1)].generated == \
-        fits[("agora-nearest", res.chosen["agora-nearest"], 1)].generated_labelled
+    # pool-kd, at every lr of every seed, labels as many pool rows as the agora-nearest fit it is compared with
+    # (its seed, agora-nearest's chosen lr), counting agora-nearest's 7 random pool rows (--agora pool_rows=7)
+    nearest = res.at("agora-nearest")
+    for (arm, lr, seed), f in fits.items():
+        if arm == "pool-kd":
+            assert f.generated == nearest[seed].pool_labelled == 7 + nearest[seed].generated_labelled
+    assert fits[("plain", 1e-3, 0)].teacher_rows == 0 and fits[("plain+egen", 1e-3, 0)].generated == 0
+    # pool-all: the whole pool labelled, no expansion, the same steps; region 280 rows less the seed's 120
+    assert {f.pool_labelled for f in res.fits if f.arm == "pool-all"} == {280 - 120}
+    assert {f.selection["kept"] for f in res.fits if f.arm in ("pool-all", "pool-kd")} == {0}
+    # agora-best: selection by disagreement among the neighbours of E_gen's mistakes, 2 rows per anchor at most
+    for f in res.at("agora-best").values():
+        sel = f.selection
+        assert 0 < sel["kept"] <= sel["scored"] and 1 <= sel["anchors"] and sel["near_duplicate_rate"] == 0.0
+        assert sel["kept"] <= 2 * sel["anchors"] * 2  # 2 per anchor in each expansion (at the start, after epoch 0)
+        assert sel["agreement_kept"] is not None and sel["random"] == 0
+    # the variant: --agora's select.neighbours=4 kept beside its own select.* keys; half its rows at random
+    dis = json.loads((work / f"runs/reviews/agora+dis/lr{res.chosen['agora+dis']:g}-s1-L1/bench.json").read_text())
+    chosen = dis["recipe"]["agora"]["select"]
+    assert (chosen["by"], chosen["random_fraction"], chosen["rows"], chosen["neighbours"]) == ("disagreement", 0.5, 6, 4)
+    assert res.at("agora+dis")[1].selection["random"] == 3  # 6 rows an expansion (after epoch 0), half at random
+    best = json.loads((work / f"runs/reviews/agora-best/lr{res.chosen['agora-best']:g}-s1-L1/bench.json")
+                      .read_text())["recipe"]["agora"]
+    assert best["select"]["neighbours"] == 32 and best["variants_per_source"] == 4  # --agora does not reach it
+    assert best["expand_at_start"] and best["select"]["per_anchor"] == 2
     recipe = json.loads((work / "runs/reviews/plain/lr0.001-s0-L1/bench.json").read_text())["recipe"]
     assert recipe["data"]["eval_dev"] == "at_end"  # dev scored once, on the best epoch
     egen = json.loads((work / "runs/reviews/plain+egen/lr0.001-s0-L1/bench.json").read_text())["recipe"]["trial"]
@@ -96,10 +121,22 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
     assert codes.pop(("plain", 1)) == "unrecorded" and len(set(codes.values())) == 1
     assert all(f.reused for f in again.fits) and not any(f.reused for f in res.fits)
     assert set(codes.values()) != {"unrecorded"}
-    assert set(res.chosen) == set(bench.ARMS)
+    assert set(res.chosen) == set(arms)
     md = (out / "mine.md").read_text()
-    for name in ("Agora vs plain", "Agora-nearest vs pool-kd (equal teacher labels)", "Agora-EDA vs TinyBERT-style"):
+    for _, _, name in bench.CONTRASTS:
         assert f"reviews: {name}" in md
+    assert "Agora vs plain |" not in md  # protocol v2's contrasts are not in the family any more
+    assert ("`agora-best` (--best; `--agora` does not reach it): `expand_at_start=true, select.by=disagreement, "
+            "select.candidates=neighbours, select.near_duplicate=null, select.per_anchor=2`") in md
+    assert "`agora+dis`: `pool_rows=7, select.by=disagreement, select.neighbours=4, select.random_fraction=0.5, " in md
+    assert "| Holm-adjusted CI (level) |" in md and "(98.33%)" in md and "(97.50%)" in md and "(95.00%)" in md
+    assert "| distinct anchors |" in md  # what the expansions did: pool-all scored no expansion, labelled 160 rows
+    assert "| reviews | pool-all | 160 | 0 | 0 | 0 | - | - | 0 |" in md
+    esel = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| reviews | ")
+            and line.count("|") == 7}  # the E_sel per seed table: task, arm, lr, seed 0, seed 1, mean
+    f0, f1 = res.at("agora-best")[0], res.at("agora-best")[1]
+    assert esel["agora-best"].endswith(f"| {100 * f0.e_sel:.1f} | {100 * f1.e_sel:.1f} "
+                                       f"| {100 * (f0.e_sel + f1.e_sel) / 2:.2f} |")
     assert "reviews: student 1 layer, D 60, E_gen 20" in md
     assert "Code of the fits: reviews: " in md and "unrecorded (1 fits)" in md
     assert "p (Holm)" in md and "pool: the student region, disjoint from the teacher's slice" in md
@@ -108,13 +145,16 @@ def test_agora_vs_plain_plumbing_on_a_card(tiny_bort, data_dir, tmp_path, one_th
 
 def test_pool_kd_needs_a_budget():
     bench = load_bench()
-    from evidence.arms import agora_section, teacher_labelled_generated
+    from evidence.arms import agora_section, pool_labelled, teacher_labelled_generated
 
     with pytest.raises(ValueError, match="budget"):
         agora_section("pool-kd", {}, {})
     assert agora_section("pool-kd", {}, {}, budget=37)["pool_rows"] == 37
     report = {"epochs": [{"scored": 12, "kept": 5}, {"scored": 9, "kept": 9}, {"epoch": 2}]}
     assert teacher_labelled_generated(report) == 21  # every variant the teacher labelled, kept or not
+    # pool-kd's budget: the random pool rows at the start too (--agora pool_rows=7), not D's rows
+    report["teacher"] = {"train_rows_scored": 60, "pool_rows_scored": 7}
+    assert pool_labelled(report) == 28
     assert bench.ARMS
 
 
@@ -154,3 +194,107 @@ def test_the_ceiling_trains_to_enough_steps():
     assert bench.ceiling_epochs(67349) == 2  # SST-2: 2 epochs are 2,074 steps of batch 32
     assert bench.ceiling_epochs(5749) == 11  # STS-B: 149 steps an epoch, 11 epochs for 1,500 steps
     assert bench.ceiling_epochs(1200) == 215  # 200 rows left: 7 steps an epoch, 215 epochs
+
+
+class _Pool:
+    """Fits without training: agora-nearest's pool labels and every arm's E_sel depend on the lr, so pool-kd's
+    lr (3e-4) differs from agora-nearest's (1e-4), as on STS-B; records the jobs in order."""
+
+    workers = 2
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, job):
+        from concurrent.futures import Future
+
+        self.jobs.append(job)
+        arm, lr, seed = job["arm"], job["lr"], job["seed"]
+        e_sel = 0.6 + (0.1 if (arm == "pool-kd") == (lr == 3e-4) else 0.0)
+        future = Future()
+        future.set_result({"task": "t", "arm": arm, "lr": lr, "seed": seed, "dev": 0.5, "dev_all": {}, "e_sel": e_sel,
+                           "steps": 10, "teacher_rows": 0, "generated_labelled": 0, "wall_s": 1.0,
+                           "generated": job["budget"] or 0,
+                           "pool_labelled": 100 * seed + (7 if lr == 1e-4 else 50) if arm == "agora-nearest" else 0})
+        return future
+
+
+def test_pool_kd_takes_the_budget_of_the_fit_it_is_compared_with():
+    bench = load_bench()
+    res = bench.report.TaskResult("t", "accuracy", "validation", ["plain", "pool-kd", "agora-nearest"], [1e-4, 3e-4],
+                                  [], {}, None, "")
+    pool = _Pool()
+    bench.fit_arms(res, [0, 1, 2, 3, 4], 3, pool, lambda arm, lr, seed, budget=None: {
+        "arm": arm, "lr": lr, "seed": seed, "budget": budget})
+    assert res.lr_seeds == [0, 1, 2]
+    assert res.chosen == {"plain": 1e-4, "agora-nearest": 1e-4, "pool-kd": 3e-4}
+    kd = [(j["seed"], j["lr"], j["budget"]) for j in pool.jobs if j["arm"] == "pool-kd"]
+    # every pool-kd fit, at either lr, labels as many pool rows as agora-nearest at ITS chosen lr (1e-4), same seed
+    assert sorted(kd) == [(s, lr, 100 * s + 7) for s in (0, 1, 2) for lr in (1e-4, 3e-4)] + \
+        [(s, 3e-4, 100 * s + 7) for s in (3, 4)]
+    order = [(j["arm"], j["seed"]) for j in pool.jobs]
+    for seed in (3, 4):  # after the lr seeds, a pool-kd fit comes right after its agora-nearest fit
+        assert order.index(("pool-kd", seed)) > order.index(("agora-nearest", seed))
+    assert len(pool.jobs) == 3 * 2 * 3 + 2 * 3
+    # fresh seeds (--first-seed 100): the first three of them choose the lrs
+    res.fits, res.chosen, pool.jobs = [], {}, []
+    bench.fit_arms(res, [100, 101, 102, 103], 3, pool, lambda arm, lr, seed, budget=None: {
+        "arm": arm, "lr": lr, "seed": seed, "budget": budget})
+    assert res.lr_seeds == [100, 101, 102] and res.chosen["pool-kd"] == 3e-4
+    assert sorted((j["arm"], j["lr"]) for j in pool.jobs if j["seed"] == 103) == [
+        ("agora-nearest", 1e-4), ("plain", 1e-4), ("pool-kd", 3e-4)]
+
+
+def test_arms_are_checked_and_agora_best_needs_its_settings(tmp_path):
+    bench = load_bench()
+    from evidence import settings
+    from evidence.arms import agora_section, check_arms
+
+    with pytest.raises(SystemExit, match="add agora-nearest to --arms"):
+        check_arms(["plain", "pool-kd"], {})
+    with pytest.raises(SystemExit, match="unknown arm 'agora-bset'"):
+        check_arms(["plain", "agora-bset"], {})
+    with pytest.raises(SystemExit, match="benches/results/agora-best.yaml"):
+        check_arms(["plain", "agora-best"], {}, None)
+    check_arms(["plain", "agora-best"], {}, {"gamma": 1.0})
+    assert agora_section("pool-all", {"gamma": 1}, {}) == {"enabled": True, "expand_every_n_epochs": 0,
+                                                           "pool_rows": "all", "alpha": 0.5, "temperature": 2.0}
+    assert agora_section("agora-eda", {"select": {"rows": 3}}, {})["generator"] == "eda"
+    assert agora_section("tinybert", {}, {})["expand_from"] == "train"
+    # the file: nested or dotted keys; absent: no settings (and why); not a mapping or a bad key: named
+    path = tmp_path / "agora-best.yaml"
+    assert settings.best(None, path) == (None, f"no --best and no {path}")
+    path.write_text("select:\n  by: disagreement\nselect.random_fraction: 0.25\nexpand_at_start: true\n")
+    assert settings.best(None, path) == ({"select": {"by": "disagreement", "random_fraction": 0.25},
+                                          "expand_at_start": True}, str(path))
+    path.write_text("- select.by\n")
+    with pytest.raises(SystemExit, match="agora-best.yaml: expected a mapping of agora: settings"):
+        settings.best(None, path)
+    path.write_text("select: {by: disagrement}\n")
+    with pytest.raises(SystemExit, match=r"(?s)agora.select.by.*disagrement.*fix it in .*agora-best.yaml"):
+        settings.best(None, path)
+    with pytest.raises(SystemExit, match="--variant x 'select.by': expected key=value"):
+        settings.variants(["x=select.by"])
+    args = bench.parse_args(["--data-dir", str(tmp_path), "--best", "select.by=disagreement,select.rows=50"])
+    assert (args.best_settings, args.best_source) == ({"select": {"by": "disagreement", "rows": 50}}, "--best")
+
+
+def test_an_exploration_report_shows_e_sel_per_seed_and_never_dev(tmp_path):
+    bench = load_bench()
+    from evidence.fits import Fit
+
+    arms = ["plain", "agora+dis"]
+    fits = [Fit("sst2", arm, 1e-4, seed, dev=0.777, dev_all={"validation/accuracy": 0.777},
+                e_sel=0.70 + 0.01 * seed + (0.05 if arm != "plain" else 0), steps=10, teacher_rows=0,
+                generated_labelled=0, generated=0, wall_s=1.0) for arm in arms for seed in range(3)]
+    res = bench.report.TaskResult("sst2", "accuracy", "validation", arms, [1e-4], fits,
+                                  {"rows": 10, "lr": 1e-4, "dev": 0.888, "e_sel": 0.8}, None, "pool", explore=True)
+    bench.report.choose(res)
+    args = bench.parse_args(["--tasks", "sst2:3", "--arms", "plain", "--variant", "dis=select.by=disagreement",
+                             "--explore", "--first-seed", "0", "--data-dir", str(tmp_path), "--out", str(tmp_path), "--name", "x"])
+    bench.report.write([res], bench.plans(args), args, tmp_path, 60.0, [])
+    md = (tmp_path / "x.md").read_text()
+    assert "| sst2 | agora+dis | 0.0001 | 75.0 | 76.0 | 77.0 | 76.00 |" in md
+    assert "| sst2 | plain | 0.0001 | 70.0 | 71.0 | 72.0 | 71.00 |" in md
+    assert "77.7" not in md and "88.8" not in md and "Contrasts" not in md  # no dev score anywhere
+    assert "- `agora+dis`: `select.by=disagreement`" in md and not (tmp_path / "x.png").exists()

@@ -47,3 +47,18 @@ def test_a_paired_test_needs_pairs():
     with pytest.raises(ValueError, match="two equal lists"):
         s.paired("x", [1.0], [2.0])
     assert s.paired("same", [1.0, 2.0], [1.0, 2.0]).p == 1.0
+
+
+def test_holm_adjusted_intervals_widen_with_the_step():
+    s = _stats_module()
+    diffs = [[1.0, 2.0, 0.5, 1.5], [0.2, -0.1, 0.4, 0.3], [3.0, 2.0, 2.5, 4.0]]
+    results = s.holm([s.paired(f"c{i}", d, [0.0] * 4) for i, d in enumerate(diffs)])
+    order = sorted(range(3), key=lambda i: results[i].p)
+    for k, i in enumerate(order):  # rank k: level 1 - 0.05 / (3 - k)
+        r = results[i]
+        assert r.holm_level == pytest.approx(1 - 0.05 / (3 - k))
+        d = diffs[i]
+        expected = stats.t.interval(r.holm_level, 3, loc=sum(d) / 4, scale=stats.sem(d))
+        assert r.holm_interval == pytest.approx(expected)
+        assert r.holm_interval[0] <= r.ci_low and r.holm_interval[1] >= r.ci_high  # never narrower than 95%
+    assert results[order[-1]].holm_interval == pytest.approx((results[order[-1]].ci_low, results[order[-1]].ci_high))

@@ -15,7 +15,11 @@ import shutil
 import time
 from pathlib import Path
 
-from evidence.arms import teacher_labelled_generated, teacher_rows_labelled
+from evidence.arms import (
+    pool_labelled,
+    teacher_labelled_generated,
+    teacher_rows_labelled,
+)
 from evidence.plan import STUDENT_LAYERS
 
 
@@ -33,6 +37,10 @@ class Fit:
     generated_labelled: int
     generated: int
     wall_s: float
+    pool_labelled: int = 0
+    """Pool rows the teacher labelled for this fit (:func:`evidence.arms.pool_labelled`): pool-kd's budget."""
+    selection: dict = dataclasses.field(default_factory=dict)
+    """What the fit's expansions did (:func:`selection_of`)."""
     code: str = "unrecorded"
     """The commit the fit ran on (``+dirty`` with uncommitted changes); fits made before it was recorded:
     ``unrecorded``."""
@@ -138,7 +146,31 @@ def fit(job: dict) -> dict:
     fields = {k: stored[k] for k in ("dev", "dev_all", "e_sel", "steps", "teacher_rows", "generated_labelled",
                                      "generated", "wall_s")}
     fields["code"], fields["reused"] = stored.get("code", "unrecorded"), reused
+    report = json.loads((directory / "metrics.json").read_text()).get("agora") or {}
+    fields["pool_labelled"], fields["selection"] = pool_labelled(report), selection_of(report, directory)
     return {"task": job["task"], "arm": job["arm"], "lr": job["lr"], "seed": job["seed"], **fields}
+
+
+def selection_of(report: dict, directory: Path) -> dict:
+    """A fit's expansions, summed from ``metrics.json``'s ``agora.epochs``: rows the teacher scored, rows
+    kept, distinct anchors over the fit (sources of its kept rows, from ``agora/generated.jsonl``), the
+    teacher/gold agreement of the kept rows (weighted by rows kept; expansions that report it), the
+    near-duplicate rate (skipped / considered; selection only) and the rows drawn at random. None where
+    no expansion reports it."""
+    epochs = [e for e in report.get("epochs", []) if "kept" in e]
+    agree = [(e["agreement_kept"], e["kept"]) for e in epochs if e.get("agreement_kept") is not None]
+    near = [((e.get("rejected") or {}).get("near_duplicate", 0), e["kept"]) for e in epochs
+            if e.get("near_duplicate_rate") is not None]
+    anchors = None
+    generated = directory / "agora" / "generated.jsonl"
+    if generated.is_file():
+        rows = [json.loads(line) for line in generated.read_text(encoding="utf-8").splitlines() if line.strip()]
+        anchors = len({r["source_idx"] for r in rows if r.get("source_idx", -1) >= 0})
+    agreeing, considered = sum(k for _, k in agree), sum(n + k for n, k in near)
+    return {"scored": sum(e.get("scored") or 0 for e in epochs), "kept": sum(e["kept"] for e in epochs),
+            "anchors": anchors, "agreement_kept": sum(a * k for a, k in agree) / agreeing if agreeing else None,
+            "near_duplicate_rate": sum(n for n, _ in near) / considered if considered else None,
+            "random": sum(e.get("random") or 0 for e in epochs)}
 
 
 class Pool:

@@ -1,15 +1,19 @@
 """The evidence bench's tables and plot: per task and arm, the lr chosen on E_sel, E_sel and dev with
-their spread and 95% intervals, the cost; then the contrasts fixed before the run, with paired
-t-tests and Holm's correction over all of them."""
+their spread and 95% intervals, the cost; what the expansions did (rows scored and kept, anchors,
+agreement, near-duplicates); E_sel per seed (the exploration's table); then the contrasts fixed before
+the run, with paired t-tests, Holm's correction over all of them and Holm-adjusted intervals."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
-from evidence.arms import CONTRASTS
+from evidence import settings
+from evidence.arms import contrasts_of
 from evidence.fits import Fit
 from evidence.stats import Paired, holm, paired
 
@@ -27,13 +31,15 @@ class TaskResult:
     pool_note: str
     control: bool = False
     chosen: dict[str, float] = dataclasses.field(default_factory=dict)
-    lr_seeds: int | None = None
-    """Seeds 0..lr_seeds-1 fit every lr and choose each arm's (None: every seed)."""
+    lr_seeds: list[int] | None = None
+    """The seeds that fit every lr and choose each arm's (None: every seed)."""
+    explore: bool = False
+    """An exploration run (``--explore``): its report shows E_sel only."""
 
     def lr_fits(self, arm: str, lr: float) -> list[Fit]:
-        """The fits that choose the arm's lr: every seed below ``lr_seeds``."""
+        """The fits that choose the arm's lr: those of the ``lr_seeds``."""
         return [f for f in self.fits if f.arm == arm and f.lr == lr
-                and (self.lr_seeds is None or f.seed < self.lr_seeds)]
+                and (self.lr_seeds is None or f.seed in self.lr_seeds)]
 
     def at(self, arm: str) -> dict[int, Fit]:
         """seed -> the arm's fit at its chosen lr."""
@@ -61,7 +67,7 @@ def contrasts(results: list[TaskResult]) -> list[tuple[TaskResult, Paired]]:
     """Every fixed contrast on every task (the control: the first only), Holm-corrected together."""
     out = []
     for res in results:
-        for arm, base, name in CONTRASTS[:1] if res.control else CONTRASTS:
+        for arm, base, name in contrasts_of(res.control):
             a, b = res.at(arm), res.at(base)
             seeds = sorted(set(a) & set(b))
             if len(seeds) >= 2:
@@ -114,17 +120,59 @@ def task_table(results: list[TaskResult]) -> str:
 
 
 def contrast_table(rows: list[tuple[TaskResult, Paired]]) -> str:
-    lines = ["| contrast | seeds | dev gain (points), mean | 95% CI | t | p | p (Holm) | significant |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [("| contrast | seeds | dev gain (points), mean | 95% CI | Holm-adjusted CI (level) | t | p | p (Holm) "
+              "| significant |"), "|---|---|---|---|---|---|---|---|---|"]
     for _, p in rows:
-        lines.append(f"| {p.name} | {p.n} | {p.mean:+.2f} | {p.ci_low:+.2f} .. {p.ci_high:+.2f} | {p.t:.2f} "
+        low, high = p.holm_interval or (float("nan"), float("nan"))
+        lines.append(f"| {p.name} | {p.n} | {p.mean:+.2f} | {p.ci_low:+.2f} .. {p.ci_high:+.2f} "
+                     f"| {low:+.2f} .. {high:+.2f} ({100 * (p.holm_level or float('nan')):.2f}%) | {p.t:.2f} "
                      f"| {p.p:.4f} | {p.p_holm:.4f} | {'yes' if p.significant else 'no'} |")
     return "\n".join(lines)
 
 
-def lr_table(results: list[TaskResult]) -> str:
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def selection_table(results: list[TaskResult]) -> str:
+    """Per task and arm (its fits at the chosen lr, mean over seeds): what the fits' expansions did."""
+    def cell(value, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    lines = [("| task | arm | pool rows labelled | rows scored | rows kept | distinct anchors | teacher/gold "
+              "agreement, kept rows | near-duplicate rate | random rows |"), "|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for arm in res.arms:
+            fits = list(res.at(arm).values())
+            if not fits:
+                continue
+            cells = [f"{statistics.fmean(f.pool_labelled for f in fits):,.0f}"]
+            cells += [cell(_mean(f.selection.get(k) for f in fits), fmt) for k, fmt in (
+                ("scored", "{:,.0f}"), ("kept", "{:,.0f}"), ("anchors", "{:,.0f}"), ("agreement_kept", "{:.1%}"),
+                ("near_duplicate_rate", "{:.1%}"), ("random", "{:,.0f}"))]
+            lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def e_sel_table(results: list[TaskResult]) -> str:
+    """E_sel per seed and its mean, per task and arm at its chosen lr: what the exploration chooses on."""
+    seeds = sorted({f.seed for r in results for f in r.fits})
+    lines = ["| task | arm | lr | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|---|---|" + "---|" * (len(seeds) + 1)]
+    for res in results:
+        for arm in res.arms:
+            fits = res.at(arm)
+            if fits:
+                lines.append(f"| {res.task} | {arm} | {res.chosen[arm]:g} | "
+                             + " | ".join(f"{100 * fits[s].e_sel:.1f}" if s in fits else "-" for s in seeds)
+                             + f" | {100 * statistics.fmean(f.e_sel for f in fits.values()):.2f} |")
+    return "\n".join(lines)
+
+
+def lr_table(results: list[TaskResult], dev: bool = True) -> str:
     lrs = sorted({lr for r in results for lr in r.lrs})
-    lines = ["| task | arm | " + " | ".join(f"lr {lr:g}: E_sel / dev" for lr in lrs) + " |",
+    lines = ["| task | arm | " + " | ".join(f"lr {lr:g}: E_sel" + (" / dev" if dev else "") for lr in lrs) + " |",
              "|---|---|" + "---|" * len(lrs)]
     for res in results:
         for arm in res.arms:
@@ -134,8 +182,8 @@ def lr_table(results: list[TaskResult]) -> str:
                 if not fits:
                     cells.append("-")
                     continue
-                e_sel, dev = statistics.fmean(f.e_sel for f in fits), statistics.fmean(f.dev for f in fits)
-                cells.append(f"{100 * e_sel:.1f} / {100 * dev:.1f}")
+                e_sel, dev_mean = statistics.fmean(f.e_sel for f in fits), statistics.fmean(f.dev for f in fits)
+                cells.append(f"{100 * e_sel:.1f}" + (f" / {100 * dev_mean:.1f}" if dev else ""))
             lines.append(f"| {res.task} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -167,3 +215,71 @@ def plot(results: list[TaskResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def arm_settings(results, args) -> str:
+    """The explicit settings of agora-best and of every variant, as they ran (over the shipped defaults)."""
+    ran = {a for r in results for a in r.arms}
+    lines = [(f"- `agora-best` ({args.best_source}; `--agora` does not reach it): "
+              f"`{settings.shown(args.best_settings)}`")] if "agora-best" in ran else []
+    lines += [f"- `{name}`: `{settings.shown(settings.merge(settings.parse(args.agora or [], '--agora'), v))}`"
+              for name, v in settings.variants(args.variant).items() if name in ran]
+    common = settings.shown(settings.parse(args.agora or [], "--agora"))
+    return ("Agora settings beyond the shipped defaults (`--agora` for agora-eda, agora-nearest and the variants: "
+            f"`{common}`):\n\n" + "\n".join(lines) + "\n\n") if lines or args.agora else ""
+
+
+def write(results: list[TaskResult], plans, args, out: Path, wall: float, argv) -> None:
+    """``<out>/<name>.md`` (and its plot): the run's settings, then its tables; prints the main ones."""
+    rows = [] if args.explore else contrasts(results)
+    from agora.fit.precision import resolve_precision
+
+    cpu = report_cpu()
+    n_fits = sum(len(r.fits) for r in results)
+    reused = sum(f.reused for r in results for f in r.fits)
+    precision = resolve_precision(args.precision, "cpu" if args.cpu else "auto").precision
+    settings_line = "; ".join(
+        f"{r.task}: student {p.student_layers} layer{'s' if p.student_layers != 1 else ''}, D {p.d_rows}, "
+        f"E_gen {p.e_gen_rows}, E_sel {p.e_sel_rows} rows (a fresh draw per seed), "
+        f"{p.epochs} epochs of batch {p.batch_size}, max_length {p.max_length}, teacher {r.teacher['rows']:,} rows "
+        f"({p.teacher_epochs} epoch{'s' if p.teacher_epochs != 1 else ''}, lr {p.teacher_lr:g}); {r.pool_note}"
+        + (f"; the student's full-data ceiling ({r.teacher['ceiling_epochs']} epochs, all of train but a "
+           f"1,000-row E_sel, lr 1e-4): dev {100 * r.teacher['ceiling']:.1f}"
+           if r.teacher.get("ceiling") is not None and not args.explore else "")
+        for r, p in zip(results, plans))
+    seed_text = ", ".join(f"{p.name} {args.first_seed}..{args.first_seed + (p.seeds or args.seeds) - 1}" for p in plans)
+    head = (f"# Agora against its baselines ({args.name})\n\n"
+            f"Command: `python benches/agora_vs_plain.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+            f"{wall / 60:.0f} min wall ({reused} of {n_fits} fits reused from earlier runs) on {cpu}, precision "
+            f"{precision}, {args.workers} fits at a time of {args.threads} thread(s).\n\nStudent: {args.student} cut "
+            f"to its first layers (per task below), word embeddings frozen; teacher: "
+            f"{args.teacher_checkpoint or args.teacher + ' fine-tuned (Agora off)'}; seeds {seed_text}; lr grid "
+            f"{args.lrs} for every arm, fitted on seeds {args.first_seed}..{args.first_seed + args.lr_seeds - 1} and chosen on their mean E_sel; the "
+            f"other seeds fit the chosen lr. {settings_line}.\n\n{arm_settings(results, args)}"
+            f"Code of the fits: {code_note(results)}.\n\n")
+    selection = f"## What the expansions did (per fit, mean over seeds)\n\n{selection_table(results)}\n\n"
+    if args.explore:
+        md = (head + "An exploration run: E_sel only (dev is not shown; choices are made on E_sel).\n\n"
+              f"## E_sel per seed (the arm's chosen lr)\n\n{e_sel_table(results)}\n\n{selection}"
+              f"## E_sel per lr (mean over the seeds that choose the lr)\n\n{lr_table(results, dev=False)}\n")
+        printed = e_sel_table(results)
+    else:
+        md = (head + "Dev is scored once per fit, on its best epoch by E_sel. Dev = the official dev set, never "
+              "used for a choice. Paired t-tests over seeds on dev, Holm-corrected over every contrast below (fixed "
+              "before the run); significant: Holm p < 0.05. The Holm-adjusted CI is the interval at level "
+              "1 - 0.05 / (m - k), k the contrast's rank by p among the m contrasts.\n\n"
+              f"## Contrasts\n\n{contrast_table(rows)}\n\n## Arms\n\n{task_table(results)}\n\n"
+              f"{selection}## E_sel per seed (the arm's chosen lr)\n\n{e_sel_table(results)}\n\n"
+              f"## E_sel and dev per lr (mean over the seeds that choose the lr)\n\n{lr_table(results)}\n\n"
+              f"![dev scores]({args.name}.png)\n")
+        plot(results, out / f"{args.name}.png")
+        printed = contrast_table(rows) + "\n\n" + task_table(results)
+    (out / f"{args.name}.md").write_text(md, encoding="utf-8")
+    print("\n" + printed + "\n\n" + selection_table(results))
+    print(f"\nwrote {out / (args.name + '.md')}" + ("" if args.explore else f" and {out / (args.name + '.png')}"))
+
+
+def report_cpu() -> str:
+    from agora.fit.precision import cpu_model_name, detect
+
+    return f"{cpu_model_name()} ({os.cpu_count()} cores, {detect().cpu_words()})"
