@@ -127,7 +127,7 @@ def _framework(args, model_dir: Path, precision: str, **changes):
     from agora.config import validate_recipe
     from agora.data.datamodule import TaskDataModule
     from agora.fit.model import build_model, load_tokenizer
-    from agora.fit.module import AgoraModule
+    from agora.fit.module import TaskModule
     from agora.data.cards import load_task
 
     s = {**OURS, **changes}
@@ -138,7 +138,7 @@ def _framework(args, model_dir: Path, precision: str, **changes):
     model = build_model(cfg.model, card, args.seed)
     if s["compile"]:
         model = torch.compile(model, dynamic=True)
-    module = AgoraModule(model, card, cfg, data.eval_names)
+    module = TaskModule(model, card, cfg, data.eval_names)
     if not s["fused"]:
         configure, adamw = module.configure_optimizers, torch.optim.AdamW
 

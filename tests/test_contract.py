@@ -14,7 +14,7 @@ from agora.config import validate_recipe
 from agora.data.cards import load_task
 from agora.data.datamodule import TaskDataModule
 from agora.fit.contract import FitData, FitModule
-from agora.fit.module import AgoraModule
+from agora.fit.module import TaskModule
 from agora.method.generators import registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def _members(protocol) -> set[str]:
 def test_the_data_module_and_the_lightning_module_implement_the_declared_protocols():
     cfg = validate_recipe({"task": "rte"})
     data = TaskDataModule(cfg, load_task("rte"), tokenizer=None)
-    module = AgoraModule(None, load_task("rte"), cfg)
+    module = TaskModule(None, load_task("rte"), cfg)
     assert isinstance(data, FitData) and isinstance(module, FitModule)
     assert _members(FitData) == {"card", "evalset", "pool", "has_split", "inputs", "tokenized_split",
                                  "tokenize_rows", "use_training_rows"}

@@ -78,11 +78,11 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
 
 
 def test_optimiser_groups_and_lr_scaled_decay(tiny_bort):
-    from agora.fit.module import AgoraModule
+    from agora.fit.module import TaskModule
 
     cfg = validate_recipe({"task": "rte", "model": {"name": str(tiny_bort)}, "optim": {"lr": 0.1, "weight_decay": 2.0}})
     model = build_model(cfg.model, load_task("rte"))
-    module = AgoraModule(model, load_task("rte"), cfg)
+    module = TaskModule(model, load_task("rte"), cfg)
 
     class _T:
         estimated_stepping_batches = 10

@@ -111,11 +111,11 @@ def test_bf16_fit_clips_gradients_with_the_fused_optimizer(tmp_path, data_dir, t
     """Lightning's mixed-precision plugin refuses to clip for a fused optimizer; without a scaler (bf16)
     the module clips itself: the run finishes, the optimizer is fused and the gradients are clipped."""
     from agora.config import validate_recipe
-    from agora.fit.module import AgoraModule
+    from agora.fit.module import TaskModule
     from agora.trainer import AgoraTrainer
 
     seen = {"fused": [], "norm": []}
-    clip = AgoraModule.configure_gradient_clipping
+    clip = TaskModule.configure_gradient_clipping
 
     def spy(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         clip(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
@@ -123,7 +123,7 @@ def test_bf16_fit_clips_gradients_with_the_fused_optimizer(tmp_path, data_dir, t
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         seen["norm"].append(float(torch.nn.utils.get_total_norm(grads)))
 
-    monkeypatch.setattr(AgoraModule, "configure_gradient_clipping", spy)
+    monkeypatch.setattr(TaskModule, "configure_gradient_clipping", spy)
     recipe = tiny_recipe(tiny_bort, data_dir, tmp_path / "run",
                          trainer={"max_epochs": 1, "precision": "bf16-mixed", "gradient_clip_val": 0.01},
                          data={"max_train_samples": 64, "max_eval_samples": 16},

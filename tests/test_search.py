@@ -12,7 +12,7 @@ from agora.config import validate_recipe
 from agora.errors import RecipeError
 from agora.search.plan import plan
 from agora.search.rounds import Rounds
-from agora.search.space import common_prefix, max_fits, prune, thetas
+from agora.search.pruning import common_prefix, max_fits, prune, thetas
 from agora.search.state import SearchState
 from agora.search.trial import Trial, TrialResult, diverged
 

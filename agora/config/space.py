@@ -4,7 +4,7 @@ checks that reach beyond one field (searched keys).
 Method card
 -----------
 **θ** is an ordered tuple of recipe values, one per searched key, in the order the recipe gives
-(most influential first: pruning compares θs by common prefix, see :mod:`agora.search.space`).
+(most influential first: pruning compares θs by common prefix, see :mod:`agora.search.pruning`).
 Θ is the grid of ``search.space`` or the explicit list ``search.trials``;
 ``search.budget.max_thetas`` thins a larger Θ to a seeded sample (the recipe's seed), kept in Θ's
 order (our choice). Every θ's recipe (θ applied, ``search`` removed, trial output settings) is

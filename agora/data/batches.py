@@ -148,7 +148,7 @@ class Collator:
         return batch
 
 
-class Rows(torch.utils.data.Dataset):
+class BatchView(torch.utils.data.Dataset):
     """A thin view giving the DataLoader dict rows fetched in one Arrow read per batch.
 
     ``extras``: per-row numpy columns (e.g. Agora's weight, teacher_probs, is_generated) added to

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from agora.config import RunConfig
-from agora.data.batches import Collator, LengthBucketSampler, ResumableLoader, Rows
+from agora.data.batches import BatchView, Collator, LengthBucketSampler, ResumableLoader
 from agora.data.cards import TaskCard, load_task
 from agora.data.evalset import EvalSet, split_e
 from agora.data.pool import Pool, load_pool
@@ -216,7 +216,7 @@ class TaskDataModule(L.LightningDataModule):
         collate = Collator(self.tokenizer.pad_token_id or 0, self.card.format == "regression")
         # its own generator: creating an iterator draws a seed from it, never from the global generators
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        return (ResumableLoader if shuffle else DataLoader)(Rows(ds, extras), batch_sampler=sampler, collate_fn=collate,
+        return (ResumableLoader if shuffle else DataLoader)(BatchView(ds, extras), batch_sampler=sampler, collate_fn=collate,
                                                             num_workers=self.cfg.data.num_workers, generator=generator)
 
     def train_dataloader(self) -> DataLoader:

@@ -86,7 +86,7 @@ class HardLabelLoss:
         return loss, losses
 
 
-class AgoraModule(L.LightningModule):
+class TaskModule(L.LightningModule):
     """Wraps a Hugging Face encoder with a task head (BORT or any other).
 
     Args:
@@ -199,12 +199,12 @@ class AgoraModule(L.LightningModule):
     def logits_of(self, rows, batch_size: int = 128) -> np.ndarray:
         """The model's logits for tokenized ``rows`` (a Dataset with the token columns), in their order, in
         eval mode and fp32 without gradients (a method scoring candidate rows); train mode is restored."""
-        from agora.data.batches import Collator, Rows
+        from agora.data.batches import BatchView, Collator
 
         lengths = np.asarray(rows.with_format("numpy")["length"])
         order = np.argsort(lengths, kind="stable")
         collate = Collator(self.model.config.pad_token_id or 0, self.card.format == "regression")
-        view, out, training = Rows(rows), [None] * len(order), self.training
+        view, out, training = BatchView(rows), [None] * len(order), self.training
         self.eval()
         try:
             with torch.inference_mode():

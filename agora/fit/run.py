@@ -203,14 +203,14 @@ def _load(cfg: RunConfig, card: TaskCard, extension: Extension):
 
     from agora.data.datamodule import TaskDataModule
     from agora.fit.model import build_model, check_max_length, load_model_config, load_tokenizer
-    from agora.fit.module import AgoraModule
+    from agora.fit.module import TaskModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer, pair_format = load_tokenizer(cfg.model)
     check_max_length(cfg.data.max_length, load_model_config(cfg.model), "data.max_length", cfg.model.name)
     data = TaskDataModule(cfg, card, tokenizer).load(predict=cfg.output.predict)
     model = build_model(cfg.model, card, cfg.seed)
-    module = AgoraModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
+    module = TaskModule(model, card, cfg, data.eval_names, data.predict_names, loss=extension.loss,
                          select_name=data.evalset.select, epoch_eval_names=data.epoch_eval_names,
                          tiebreak_name=data.evalset.tiebreak)
     return tokenizer, pair_format, data, module

@@ -15,7 +15,7 @@ the fits.
    following epochs (:func:`agora.method.expand.expand`). ``E_sel`` is never used for generation. No
    expansion after the last epoch (nothing would train on it).
 2. **Distil** (Hinton et al. 2015; soft targets are our choice, see docs/method.md, "Distil"):
-   the loss of :meth:`agora.fit.module.AgoraModule.training_loss` is
+   the loss of :meth:`agora.fit.module.TaskModule.training_loss` is
    ``(1 - alpha) * CE + alpha * T^2 * KL`` on every row with teacher probabilities: D's rows
    (scored once when the fit starts, if
    ``alpha > 0``) and generated rows, which train on the soft term alone with

@@ -1,7 +1,7 @@
 """Agora's rounds over a hyperparameter space Θ (the fourth stage a run crosses).
 
 Modules: :mod:`~agora.search.rounds` (the entry and the loop), :mod:`~agora.search.plan` (Θ, the
-budget and E, checked before any fit), :mod:`~agora.search.space` (pruning),
+budget and E, checked before any fit), :mod:`~agora.search.pruning` (pruning),
 :mod:`~agora.search.state` (the typed, resumable state), :mod:`~agora.search.grow` (growing D),
 :mod:`~agora.search.trial` (a fit, where it runs, its result), :mod:`~agora.search.report` (what the
 search leaves behind).

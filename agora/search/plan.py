@@ -7,7 +7,7 @@ import dataclasses
 from agora.config import RunConfig, Space, TrialConfig
 from agora.data.evalset import EvalSet
 from agora.errors import RecipeError
-from agora.search.space import max_fits
+from agora.search.pruning import max_fits
 
 
 @dataclasses.dataclass

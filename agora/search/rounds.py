@@ -9,7 +9,7 @@ What (de Wynter 2020, arXiv 2010.07990; docs/method.md, "The loop")::
         train one student per θ on D (from f0 each time); score each on E_sel
         f* = the round's best; if it beats the best so far, it is the new best
         if the best did not improve and replays are left: replay (same Θ, fresh seeds)
-        else prune Θ (:func:`agora.search.space.prune`)
+        else prune Θ (:func:`agora.search.pruning.prune`)
         generate from f*'s mistakes on E_gen with G, label with S, filter, append to D
     return the best student seen
 
@@ -42,7 +42,7 @@ from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
 from agora.search.plan import Plan, check_e_fits, plan
 from agora.search.report import SearchResult, finish
-from agora.search.space import describe, prune, rank_key
+from agora.search.pruning import describe, prune, rank_key
 from agora.method.generated import ExpansionStats, GeneratedRow
 from agora.search.state import AddedRecord, Best, FitRecord, RoundRecord, SearchState, fingerprint
 from agora.search.trial import Trial, TrialResult, TrialRunner, read_result

@@ -5,7 +5,7 @@ A *run* is a finished run dir (``metrics.json`` and/or ``best/config.json``; see
 is ``metrics.json``'s ``task``, else the export's ``agora.task``, else ``config.yaml``'s ``task``.
 Saved test predictions are read from ``predictions/``; a missing one is predicted from the
 export with the core pipeline (:class:`~agora.data.datamodule.TaskDataModule`,
-:class:`~agora.fit.module.AgoraModule`, ``lightning.Trainer.predict``,
+:class:`~agora.fit.module.TaskModule`, ``lightning.Trainer.predict``,
 :func:`~agora.fit.rundir.prediction_rows`) and saved where the run would have saved it.
 """
 
@@ -143,7 +143,7 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
     from agora.config import validate_recipe
     from agora.data.datamodule import TaskDataModule
     from agora.fit.model import model_class
-    from agora.fit.module import AgoraModule
+    from agora.fit.module import TaskModule
     from agora.paths import cache_dir
     from agora.paths import data_dir as default_data_dir
     from agora.fit.rundir import prediction_rows
@@ -168,7 +168,7 @@ def predict(run: Run, keys: list[str], data_dir: Path | None) -> dict[str, list[
         key_card = dm.card_of(key)
         ds = load_split(key_card, key.split("/")[-1], root, cfg.data.source, cache)
         dm.add_split(key, ds, key_card, predict=True)
-    module = AgoraModule(model, card, cfg, [], dm.predict_names)
+    module = TaskModule(model, card, cfg, [], dm.predict_names)
     from agora.fit.precision import resolve_trainer
 
     trainer_cfg, _ = resolve_trainer(run.recipe.get("trainer") or {})
