@@ -22,10 +22,13 @@ def check_on_row(generator: Any, segments: tuple[str, ...], n: int, where: str, 
     """Call ``generator`` (a function, or a batch generator holding one in ``fn`` with its ``settings``) on
     ``segments`` and check its answer: a list, at most ``n`` variants, each of ``len(segments)`` strings.
     A batch generator without a function (``nearest``: it draws from a pool) is not called here."""
-    fn, settings = getattr(generator, "fn", generator), dict(getattr(generator, "settings", {}) or {})
-    if not callable(fn):
+    from agora.method.generators.base import BatchGenerator, FunctionGenerator
+
+    if not isinstance(generator, BatchGenerator):
+        generator = FunctionGenerator(generator)
+    if not isinstance(generator, FunctionGenerator):
         return
-    name = name or getattr(generator, "name", None) or getattr(fn, "__name__", repr(fn))
+    fn, settings, name = generator.fn, dict(generator.settings), name or generator.name
     head = f"agora.generator {name!r}, called on {where} {segments!r} with n={n}"
     try:
         out = fn(tuple(segments), random.Random(0), n, **settings)
