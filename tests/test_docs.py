@@ -25,8 +25,9 @@ SCANNED = ("agora", "benches", "tests", "tasks", "recipes", "docs")
 """Folders read, besides the markdown files at the root."""
 SKIP = {"__pycache__", ".venv", "build", "dist", "runs", "lightning_logs", ".pytest_cache", "fixtures"}
 """Folders never read (fixtures hold benchmark-shaped data, not documentation; their READMEs are read)."""
-RUN_DIR = {"agora/generated.jsonl"}
-"""Names of a run dir's files that look repo-relative (a run dir has an ``agora/`` folder too)."""
+RUN_DIR = {"agora/generated.jsonl", "benches/results/agora-best.yaml"}
+"""Names of a run dir's files that look repo-relative (a run dir has an ``agora/`` folder too), and the
+file protocol v3's exploration writes when it has chosen ``agora-best`` (named before it exists)."""
 
 PATH = re.compile(r"(?<![\w./<{-])((?:\.?[\w-]+/)*[\w.-]+\.(?:md|py|yaml|json|jsonl|csv|tsv|png))\b")
 LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")

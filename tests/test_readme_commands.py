@@ -53,7 +53,8 @@ def test_the_readme_has_the_blocks_this_test_reads():
     kinds = {kind: len(_blocks(kind)) for kind in ("bash", "python", "yaml")}
     assert kinds["bash"] >= 6 and kinds["python"] >= 2 and kinds["yaml"] >= 5, kinds
     programs = {c[0] for c in COMMANDS}
-    assert programs <= {"python3", "pip", "python", "agora-finetune"}, programs
+    # tensorboard and mlflow are the trackers' own viewers: test_the_tracker_viewers_open_what_a_run_writes
+    assert programs <= {"python3", "pip", "python", "agora-finetune", "tensorboard", "mlflow"}, programs
     assert sum(c[0] == "python" and c[1].startswith("benches/") for c in COMMANDS) >= 7
 
 
@@ -176,3 +177,13 @@ def test_what_a_bench_needs_is_named_with_how_to_get_it(data_dir):
     assert needs.missing_files(data_dir, ["mrpc", "rte"], ["tokenizers/roberta"]) == []
     assert needs.missing_files(data_dir, ["race"], splits=["nope"]) == [
         "task race has no split 'nope' (its splits: train, validation, test)"]
+
+
+def test_the_tracker_viewers_open_what_a_run_writes():
+    """The README's tensorboard and mlflow commands open the folders output.loggers writes in a run dir."""
+    from agora.fit import rundir
+
+    viewers = [c for c in COMMANDS if c[0] in ("tensorboard", "mlflow")]
+    assert {c[0] for c in viewers} == {"tensorboard", "mlflow"}
+    folders = {Path(w).name for c in viewers for w in c if "/" in w}
+    assert folders == {"tensorboard", "mlruns"} and folders <= set(rundir.OUTPUTS), folders
