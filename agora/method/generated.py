@@ -132,8 +132,7 @@ class Expansion:
 
     def records(self, first_idx: int, key, label_names: Sequence[str] | None, regression: bool) -> list["GeneratedRow"]:
         """The kept rows as :class:`GeneratedRow` records, idx from ``first_idx`` on."""
-        return [GeneratedRow(first_idx + j, tuple(v), GeneratedRow.label_of(y, label_names, regression),
-                             [round(float(p), 6) for p in probs], int(source), key)
+        return [GeneratedRow.of(first_idx + j, v, y, probs, source, key, label_names, regression)
                 for j, (v, y, probs, source) in enumerate(zip(self.variants, self.labels.tolist(), self.probs,
                                                                self.source_ids))]
 
@@ -152,9 +151,12 @@ class GeneratedRow:
     key: int | str
     """The expansion that made it: the epoch of a fit (-1: when the fit started), or ``round-<n>``."""
 
-    @staticmethod
-    def label_of(y, label_names, regression: bool):
-        return float(y) if regression else (label_names[int(y)] if label_names else int(y))
+    @classmethod
+    def of(cls, idx: int, inputs, y, probs, source: int, key, label_names, regression: bool) -> "GeneratedRow":
+        """A row from a training set's or an expansion's columns: the teacher's label ``y`` written as its name
+        (classification), its score (regression) or its index; probabilities rounded to 6 places."""
+        label = float(y) if regression else (label_names[int(y)] if label_names else int(y))
+        return cls(int(idx), tuple(inputs), label, [round(float(p), 6) for p in probs], int(source), key)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "inputs": list(self.inputs)}

@@ -143,7 +143,7 @@ class Selector:
         self.nearest = NearestGenerator(**settings)
         self.nearest.prepare(self.pool, default_model=default_model, cache_dir=cache_dir)
         self.used = np.zeros(len(self.pool), bool)
-        seen = sorted(known_inputs(data))
+        seen = sorted(known_inputs(data)) if self.scfg.near_duplicate is not None else []  # only the cut reads it
         self.near_de = self._max_similarity(self.nearest.embedder(seen)) if seen else np.zeros(len(self.pool))
         n = len(self.pool)
         self.tokens = data.tokenize_rows(np.arange(n), self.pool.inputs,

@@ -118,9 +118,8 @@ class TrainingSet:
 
     def generated_rows(self) -> list[GeneratedRow]:
         """The generated rows, each with the epoch that made it as its ``key`` (-1: when the fit started)."""
-        return [GeneratedRow(self.base + j, tuple(v), GeneratedRow.label_of(y, self.label_names, self.regression),
-                             [round(float(p), 6) for p in self.gen_probs[j]], int(self.gen_sources[j]),
-                             int(self.gen_epochs[j]))
+        return [GeneratedRow.of(self.base + j, v, y, self.gen_probs[j], self.gen_sources[j], int(self.gen_epochs[j]),
+                                self.label_names, self.regression)
                 for j, (v, y) in enumerate(zip(self.gen_inputs, self.gen_labels))]
 
     def digest(self) -> str:
