@@ -223,6 +223,10 @@ class OutputConfig(_Section):
     save_checkpoints: bool = True
     resume_from: str | None = None
     """A Lightning checkpoint to resume the fit from, or ``last`` (``<run>/checkpoints/last.ckpt``)."""
+    progress_every_s: float = Field(default=30.0, gt=0)
+    """Where stderr is not a terminal (a log, ``nohup``, CI, a Ray worker), a fit prints one plain progress
+    line at each epoch's end and at most this often in between (:mod:`agora.fit.progress`); a terminal
+    shows Lightning's progress bar instead."""
     overwrite: bool = False
     """Run into a ``dir`` that holds an earlier run (finished or not): its outputs are deleted first. Without
     it (and without ``resume_from``) such a dir is refused, so a finished run is never replaced by accident."""

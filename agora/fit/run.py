@@ -26,6 +26,7 @@ from agora.fit.finite import diverged
 from agora.files import atomic_dir, disk_full
 from agora.fit.module import Loss
 from agora.fit.precision import Resolved, resolve_trainer
+from agora.fit.progress import progress_callbacks
 from agora.fit.resume import Resumable, ResumePoint, RunLogger, atomic_checkpoint_io, resume_path
 
 # Lightning warnings that do not apply here: our samplers return every index, and predict_step
@@ -83,6 +84,7 @@ def _trainer_kwargs(cfg: RunConfig, run_dir: Path, callbacks: list, logger, extr
     kwargs.setdefault("default_root_dir", str(run_dir))
     kwargs.setdefault("log_every_n_steps", 10)
     kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
+    kwargs["callbacks"] += progress_callbacks(kwargs, cfg.output.progress_every_s, run_dir.name)  # bar or log lines
     kwargs.setdefault("logger", logger)
     kwargs.setdefault("plugins", [atomic_checkpoint_io()])  # a full disk never leaves half a checkpoint
     return kwargs

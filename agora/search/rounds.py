@@ -38,6 +38,7 @@ from agora.errors import RecipeError
 from agora.files import read_jsonl, write_jsonl
 from agora.fit import rundir, trackers
 from agora.fit.model import check_lengths
+from agora.fit.progress import say
 from agora.fit.run import LocalRunner, with_resolved_precision
 from agora.method.extension import agora_extension
 from agora.search.plan import Plan, check_e_fits, plan
@@ -49,8 +50,10 @@ from agora.search.trial import Trial, TrialResult, TrialRunner, read_result
 
 
 def run_search(cfg: RunConfig, source: str | None = None, runner: TrialRunner | None = None,
-               progress=print) -> SearchResult:
-    """Run (or resume) the search of ``cfg.search``; see :mod:`agora.search.rounds` for the algorithm."""
+               progress=say) -> SearchResult:
+    """Run (or resume) the search of ``cfg.search``; see :mod:`agora.search.rounds` for the algorithm.
+    ``progress`` gets its lines (the plan, one per finished fit, the summary); by default they are printed
+    and flushed, so a log written through a file or a pipe shows each at once."""
     source = source or "<recipe>"
     cfg, precision = with_resolved_precision(cfg, announce=None)  # once, for every fit of the search
     p = plan(cfg, source)
