@@ -161,7 +161,8 @@ class AgoraCallback(L.Callback):
 
     def _prepare(self, dm: FitData) -> None:
         """Rank 0: a pool-drawing generator, or the selector, embeds the pool now (cached); where the teacher
-        embeds it, its outputs for the pool come with that pass (``pool_pass_rows`` and ``_seconds``)."""
+        embeds it, its outputs for the pool come with that pass (``pool_pass_rows``: the rows it ran;
+        ``pool_pass_seconds``: the whole preparation's time)."""
         from agora.paths import cache_dir
 
         with counting(self.teacher) as counts:
