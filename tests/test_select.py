@@ -111,7 +111,8 @@ def test_a_fit_selects_pool_rows_by_disagreement_diverse_mixed_and_early(tmp_pat
     assert len(rows) == 30 == report["generated"] and len({tuple(r["inputs"]) for r in rows}) == 30
     assert sorted({r["key"] for r in rows}) == [-1, 0, 1] and all(r["source_idx"] == -1 for r in rows)
     assert report["teacher"]["train_rows_scored"] > 0
-    # the whole pool is scored by the teacher once: one forward per distinct input, ever
+    # the whole pool goes through the teacher once, in the pass that embeds it: the expansions' scoring is cache hits
+    assert report["teacher"]["pool_pass_rows"] == 90 and all(e["teacher_forward_calls"] == 0 for e in added)
     assert report["teacher_forward_calls"] == report["teacher"]["teacher_forward_calls"] + 90  # D's, then the pool
 
 

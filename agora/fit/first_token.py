@@ -20,7 +20,9 @@ Switch: ``model.first_token_last_layer`` (default true).
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator
 
 import torch
 
@@ -98,3 +100,16 @@ def first_token_last_layer(model) -> bool:
         last.__dict__.pop("forward", None)
     model.train(was_training)
     return ok
+
+
+@contextlib.contextmanager
+def full_last_layer(model) -> Iterator[None]:
+    """Inside the block the last layer computes every position again (the pool's one teacher pass reads
+    them all for its embeddings, :mod:`agora.method.generators.nearest`); a no-op where nothing is installed."""
+    layers = _encoder_layers(model)
+    patched = layers[-1].__dict__.pop("forward", None) if layers else None
+    try:
+        yield
+    finally:
+        if patched is not None:
+            layers[-1].forward = patched

@@ -160,13 +160,18 @@ class AgoraCallback(L.Callback):
         dm.use_training_rows(self.training_set)
 
     def _prepare(self, dm: FitData) -> None:
-        """Rank 0: a pool-drawing generator, or the selector, embeds the pool now (cached)."""
+        """Rank 0: a pool-drawing generator, or the selector, embeds the pool now (cached); where the teacher
+        embeds it, its outputs for the pool come with that pass (``pool_pass_rows``: the rows it ran;
+        ``pool_pass_seconds``: the whole preparation's time)."""
         from agora.paths import cache_dir
 
-        if self.expander is not None:
-            self.expander.prepare(dm.pool, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
-        if self.selector is not None:
-            self.selector.prepare(dm, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
+        with counting(self.teacher) as counts:
+            if self.expander is not None:
+                self.expander.prepare(dm.pool, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
+            if self.selector is not None:
+                self.selector.prepare(dm, self.cfg.teacher.path, cache_dir(self.cfg.data.cache_dir))
+        if counts.forward_calls:
+            self.teacher_summary.update(pool_pass_rows=counts.forward_calls, pool_pass_seconds=counts.seconds)
 
     def _expand_at_start(self, trainer, pl_module: FitModule) -> None:
         """``expand_at_start``: one expansion before the first epoch, from the pre-trained student (its
@@ -198,8 +203,8 @@ class AgoraCallback(L.Callback):
         """The teacher's targets for D (``alpha > 0``) and the random pool rows (``pool_rows``), on rank 0,
         broadcast to every rank."""
         if self.acfg.alpha > 0:
-            self.training_set.d_probs, self.teacher_summary = trainer.strategy.broadcast(
-                self._score_d() if self.rank == 0 else None)
+            self.training_set.d_probs, summary = trainer.strategy.broadcast(self._score_d() if self.rank == 0 else None)
+            self.teacher_summary.update(summary)
         if self.acfg.pool_rows:
             sample = trainer.strategy.broadcast(
                 self.expander.label_pool(dm.pool, self.acfg.pool_rows, self.cfg.seed) if self.rank == 0 else None)
@@ -332,7 +337,8 @@ class AgoraCallback(L.Callback):
     def report(self) -> dict[str, Any]:
         """What metrics.json keeps under ``agora``: settings, teacher, per-epoch records, totals."""
         start = self.teacher_summary
-        counts = TeacherCounts(start.get("teacher_forward_calls", 0), start.get("teacher_cache_hits", 0))
+        counts = TeacherCounts(start.get("teacher_forward_calls", 0) + start.get("pool_pass_rows", 0),
+                               start.get("teacher_cache_hits", 0))
         for record in self.history:
             counts += TeacherCounts(record.get("teacher_forward_calls", 0), record.get("teacher_cache_hits", 0))
         rows = self.training_set

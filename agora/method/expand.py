@@ -261,9 +261,9 @@ class Expander:
         self.generator = make_generator(acfg.generator, acfg.generator_settings)
 
     def prepare(self, pool, default_model: str | None, cache_dir) -> None:
-        """Give a pool-drawing generator its pool (embedded once, cached under ``cache_dir``)."""
+        """Give a pool-drawing generator its pool (embedded once, cached under ``cache_dir``) and the teacher."""
         if self.generator.needs_pool:
-            self.generator.prepare(pool, default_model=default_model, cache_dir=cache_dir)
+            self.generator.prepare(pool, default_model=default_model, cache_dir=cache_dir, teacher=self.teacher)
 
     def sources(self, e_gen: Sources, d: Sources, mistakes) -> Sources:
         """What ``agora.expand_from`` names: every row of D (``train``), of E_gen (``all``), or E_gen's

@@ -135,13 +135,14 @@ class Selector:
         self.used = np.zeros(0, bool)
 
     def prepare(self, data: FitData, default_model: str | None, cache_dir) -> None:
-        """Embed the pool (cached), find each pool row's nearest row of D and E, tokenize the pool."""
+        """Embed the pool (cached; the teacher's outputs come with the teacher's embedding pass), find each pool
+        row's nearest row of D and E, tokenize the pool."""
         from agora.method.generators.nearest import NearestGenerator
 
         self.pool = data.pool
         settings = self.acfg.generator_settings if self.acfg.generator == "nearest" else {}
         self.nearest = NearestGenerator(**settings)
-        self.nearest.prepare(self.pool, default_model=default_model, cache_dir=cache_dir)
+        self.nearest.prepare(self.pool, default_model=default_model, cache_dir=cache_dir, teacher=self.teacher)
         self.used = np.zeros(len(self.pool), bool)
         seen = sorted(known_inputs(data)) if self.scfg.near_duplicate is not None else []  # only the cut reads it
         self.near_de = self._max_similarity(self.nearest.embedder(seen)) if seen else np.zeros(len(self.pool))

@@ -273,7 +273,7 @@ class Teacher:
             with self.cache.exclusive():  # a concurrent fit may be scoring the same inputs: wait, then read them
                 todo = [seg for seg, m in zip(missed, self.cache.lookup(missed, count=False)[1]) if m]
                 if todo:
-                    self.cache.add(todo, self._checked(todo, self._forward(todo)))
+                    self.cache.add(todo, self._checked(todo, self.forward(todo)))
             scored_here = set(todo)
             late = sum(1 for seg, m in zip(inputs, miss) if m and seg not in scored_here)  # scored by another process
             self.cache.hits, self.cache.misses = self.cache.hits + late, self.cache.misses - late
@@ -290,11 +290,14 @@ class Teacher:
                              "teacher's files, or fine-tune it again")
         return outputs
 
-    def _forward(self, inputs: list[Segments]) -> np.ndarray:
-        """Run the model on distinct inputs; rows in input order. Inputs are tokenized once, sorted by
-        token length and cut into batches padded to their longest row (length-bucketed)."""
+    def forward(self, inputs: list[Segments], run=None) -> np.ndarray:
+        """Run the model on distinct inputs, past the cache; rows in input order. Inputs are tokenized once,
+        sorted by token length and cut into batches padded to their longest row (length-bucketed). ``run``: a
+        batch of encoded inputs -> one row each (default :meth:`_run`, the outputs; the pool's embedding pass
+        adds the embeddings, :func:`agora.method.generators.nearest.teacher_pass`)."""
         import torch
 
+        run = run or self._run
         self.load()
         out: list[np.ndarray | None] = [None] * len(inputs)
         for arity in sorted({len(seg) for seg in inputs}):
@@ -305,7 +308,7 @@ class Teacher:
             with torch.inference_mode():
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
-                    rows = self._run([features[j] for j in batch])
+                    rows = run([features[j] for j in batch])
                     for j, row in zip(batch, rows):
                         out[positions[j]] = row
                     self.forward_calls += len(batch)
@@ -335,10 +338,19 @@ class Teacher:
         k = len(batch[0])
         enc = self.tokenizer.pad([f for row in batch for f in row], return_tensors="pt")
         if self.task_type == "multiple_choice":
-            enc = {name: t.view(len(batch), k, -1).to(self.device) for name, t in enc.items()}
-            return self.model(**enc).logits.float().softmax(-1).cpu().numpy()
-        logits = self.model(**enc.to(self.device)).logits.float()
+            enc = {name: t.view(len(batch), k, -1) for name, t in enc.items()}
+        return self.outputs(self.model(**{name: t.to(self.device) for name, t in enc.items()}).logits)
+
+    def outputs(self, logits) -> np.ndarray:
+        """What the cache keeps of a batch's logits: probabilities (raw scores for regression)."""
+        logits = logits.float()
         return (logits if self.task_type == "regression" else logits.softmax(-1)).cpu().numpy()
+
+    def keep(self, inputs: list[Segments], outputs: np.ndarray) -> int:
+        """Store outputs computed outside :meth:`score` (the pool's embedding pass) in the cache, checked as
+        :meth:`score` checks its own; returns how many entries were new."""
+        with self.cache.exclusive():
+            return self.cache.add(inputs, self._checked(inputs, outputs))
 
 
 def teacher_task_type(card) -> str:

@@ -46,10 +46,11 @@ class BatchGenerator(abc.ABC):
     """True: :meth:`prepare` must be given the unlabelled pool (``data.unlabelled``) before generating."""
     name: str = "generator"
 
-    def prepare(self, pool=None, default_model: str | None = None, cache_dir=None) -> None:
+    def prepare(self, pool=None, default_model: str | None = None, cache_dir=None, teacher=None) -> None:
         """Set-up before the first :meth:`generate` (nothing by default). ``pool``: the unlabelled rows
         (:class:`agora.data.pool.Pool`); ``default_model``: the teacher's path (a model to embed with);
-        ``cache_dir``: where to cache what is expensive to recompute."""
+        ``cache_dir``: where to cache what is expensive to recompute; ``teacher``: the teacher S
+        (:class:`agora.method.teacher.Teacher`; ``nearest`` keeps its outputs from the pass that embeds the pool)."""
 
     @abc.abstractmethod
     def generate(self, examples: Sequence[Segments], n: int, seed: int, keys: Sequence | None = None) -> GenerationResult:

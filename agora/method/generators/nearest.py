@@ -17,6 +17,13 @@ row of the pool's file are computed once per file and encoder and cached as
 ``<cache>/embeddings/<digest>.npy`` (runs with other D and E read the same file: one cache), with its sha256
 beside it (``.npy.sha256``), checked on every read: a damaged file is set aside and the pool embedded again.
 
+One teacher pass (our choice): where the encoder is the teacher's own (the default) and the task is not
+multiple choice, the teacher's model embeds the pool, and the teacher's outputs for every pool row come
+from the same forward (the head is one more small layer): they go into the teacher's cache as its
+scoring would put them, so the pool's later labelling (``pool_rows``, ``select.by: disagreement``) is
+cache hits. A row longer than ``max_length`` tokens, or cut at the teacher's own ``max_length``, is
+embedded by the encoder apart (its tokens differ); its teacher output is kept all the same.
+
 Search: exact, a matrix product of normalised embeddings with torch below ``faiss_from`` rows
 (100,000); above it, faiss's exact inner-product index (``pip install faiss-cpu``) where faiss is
 installed, else the same matrix product in chunks.
@@ -68,11 +75,51 @@ class Embedder:
                 second = [" ".join(s for s in seg[1:] if s) for seg in batch] if len(batch[0]) > 1 else None
                 enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length, padding=True,
                                      return_tensors="pt").to(self.device)
-                hidden = self.model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                mean = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-                out[order[start : start + self.batch_size]] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+                vectors = mean_pooled(self.model(**enc).last_hidden_state, enc["attention_mask"])
+                out[order[start : start + self.batch_size]] = vectors.cpu().numpy()
         return out
+
+    def shares(self, teacher) -> bool:
+        """Whether ``teacher`` (:class:`agora.method.teacher.Teacher`) is this encoder with its head, on inputs
+        of one or two segments: then :func:`teacher_pass` embeds with it."""
+        from agora.method.teacher import Teacher, teacher_identity
+
+        return (isinstance(teacher, Teacher) and teacher.task_type != "multiple_choice"
+                and teacher.teacher_id == teacher_identity(self.location))
+
+
+def mean_pooled(hidden, mask):
+    """``[B, L, H]`` hidden states averaged over the tokens where ``mask`` (``[B, L]``) is 1, L2-normalised."""
+    import torch
+
+    mask = mask.unsqueeze(-1).float()
+    mean = (hidden.float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    return torch.nn.functional.normalize(mean, dim=-1)
+
+
+def teacher_pass(teacher, inputs: list[Segments], max_length: int) -> np.ndarray:
+    """One pass of ``teacher`` over ``inputs`` (each distinct input once): their embeddings, as :class:`Embedder`
+    makes them from the teacher's encoder, and the teacher's outputs from the same forward, kept in its cache
+    (:meth:`~agora.method.teacher.Teacher.keep`). A row of more than ``max_length`` tokens, or cut at the teacher's
+    ``max_length``, is NaN: the embedder's tokens differ from the teacher's there."""
+    from agora.fit.first_token import full_last_layer
+
+    distinct = list(dict.fromkeys(inputs))
+    width = len(teacher.teacher_labels)
+
+    def run(batch: list[list[dict]]) -> np.ndarray:
+        enc = teacher.tokenizer.pad([row[0] for row in batch], return_tensors="pt").to(teacher.device)
+        with full_last_layer(teacher.model):  # the embeddings read every position of the last layer
+            out = teacher.model(**enc, output_hidden_states=True)
+        vectors = mean_pooled(out.hidden_states[-1], enc["attention_mask"])
+        tokens = enc["attention_mask"].sum(1)
+        vectors[(tokens > max_length) | (tokens >= teacher.max_length)] = float("nan")
+        return np.concatenate([teacher.outputs(out.logits), vectors.cpu().numpy()], 1)
+
+    both = teacher.forward(distinct, run)
+    teacher.keep(distinct, both[:, :width])
+    where = {x: i for i, x in enumerate(distinct)}
+    return both[[where[x] for x in inputs], width:]
 
 
 class NearestGenerator(BatchGenerator):
@@ -91,9 +138,11 @@ class NearestGenerator(BatchGenerator):
         self.used = np.zeros(0, bool)
         self._index = None
 
-    def prepare(self, pool, default_model: str | None = None, cache_dir: str | Path | None = None) -> None:
+    def prepare(self, pool, default_model: str | None = None, cache_dir: str | Path | None = None,
+                teacher=None) -> None:
         """Embed the pool once (or load its cached embeddings) with ``model`` (default ``default_model``,
-        the teacher); ``cache_dir`` holds ``embeddings/<digest>.npy``."""
+        the teacher); ``cache_dir`` holds ``embeddings/<digest>.npy``. Where the encoder is ``teacher``'s,
+        its pass gives the teacher's outputs too (:func:`teacher_pass`)."""
         from agora.errors import RecipeError
 
         if pool is None:
@@ -105,21 +154,32 @@ class NearestGenerator(BatchGenerator):
                               "(default: the teacher's; set teacher.path or generator_settings.model)")
         self.pool = pool
         self.embedder = Embedder(model, self.batch_size, self.max_length, self.device)
-        self.vectors = self._cached(pool, cache_dir)
+        self.vectors = self._cached(pool, cache_dir, teacher)
         self.used = np.zeros(len(pool), bool)
         self._index = None
 
-    def _cached(self, pool, cache_dir) -> np.ndarray:
+    def _cached(self, pool, cache_dir, teacher=None) -> np.ndarray:
         """The pool rows' embeddings: those of its whole file, cached, then its rows selected."""
         key = hashlib.sha256(f"{self.embedder.identity()}|{pool.file_identity()}".encode()).hexdigest()[:24]
         path = Path(cache_dir) / "embeddings" / f"{key}.npy" if cache_dir is not None else None
         vectors = self._read(path, len(pool.read_inputs)) if path is not None and path.is_file() else None
         if vectors is None:
-            vectors = self.embedder(pool.read_inputs)
+            vectors = self._embed(pool.read_inputs, teacher)
             if path is not None:
                 atomic_write(path, lambda handle: np.save(handle, vectors))
                 damaged(path)  # its checksum, checked on every read
         return np.ascontiguousarray(vectors[pool.positions])
+
+    def _embed(self, inputs: list[Segments], teacher) -> np.ndarray:
+        """Embeddings of ``inputs``: from the teacher's one pass where it is the encoder, the rows that pass
+        cannot embed exactly (too long) by the encoder apart."""
+        if not self.embedder.shares(teacher):
+            return self.embedder(inputs)
+        vectors = teacher_pass(teacher, inputs, self.max_length)
+        rest = np.flatnonzero(np.isnan(vectors).any(1))
+        if len(rest):
+            vectors[rest] = self.embedder([inputs[i] for i in rest])
+        return vectors
 
     @staticmethod
     def _read(path: Path, rows: int) -> np.ndarray | None:
