@@ -105,6 +105,7 @@ def _bench(name: str):
     sys.path.insert(0, str(ROOT / "benches"))
     spec = importlib.util.spec_from_file_location(f"readme_{name}", ROOT / "benches" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 

@@ -52,15 +52,16 @@ CODE_PATHS = ("agora", "benches/agora_vs_plain.py", "benches/evidence", "pyproje
 """What a fit runs: a change elsewhere (the results under ``benches/results``, the docs) leaves it clean."""
 
 
-def code_version() -> str:
-    """The checkout's commit, ``+dirty`` when the code a fit runs differs from it (``unknown`` outside git)."""
+def code_version(paths: tuple[str, ...] = CODE_PATHS) -> str:
+    """The checkout's commit, ``+dirty`` when the code a fit runs (``paths``) differs from it (``unknown``
+    outside git)."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
