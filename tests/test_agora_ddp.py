@@ -31,7 +31,7 @@ def _run(tmp_path, data_dir, tiny_bort, tiny_teacher, name, devices):
     return state, report, (run / "agora" / "generated.jsonl").read_text()
 
 
-def test_ddp_expansion_and_weights_equal_single_process(tmp_path, data_dir, tiny_bort, tiny_teacher):
+def test_ddp_expansion_and_weights_equal_single_process(tmp_path, data_dir, tiny_bort, tiny_teacher, one_thread):
     single, single_report, single_rows = _run(tmp_path, data_dir, tiny_bort, tiny_teacher, "single", 1)
     ddp, ddp_report, ddp_rows = _run(tmp_path, data_dir, tiny_bort, tiny_teacher, "ddp", 2)
     assert len(single["gen_inputs"]) > 0

@@ -19,7 +19,7 @@ def _run(tmp_path, data_dir, tiny_bort, name, devices):
     return metrics, preds
 
 
-def test_ddp_scores_equal_single_process(tmp_path, data_dir, tiny_bort):
+def test_ddp_scores_equal_single_process(tmp_path, data_dir, tiny_bort, one_thread):
     single, single_preds = _run(tmp_path, data_dir, tiny_bort, "single", 1)
     ddp, ddp_preds = _run(tmp_path, data_dir, tiny_bort, "ddp", 2)
     # 101 dev rows in batches of 8 split over 2 ranks: every row scored once after the gather

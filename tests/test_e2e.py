@@ -20,7 +20,7 @@ def _write(path: Path, recipe: dict) -> Path:
     return path
 
 
-def test_cli_rte_end_to_end_and_export_reproduces_dev_score(tmp_path, data_dir, tiny_bort):
+def test_cli_rte_end_to_end_and_export_reproduces_dev_score(tmp_path, data_dir, tiny_bort, one_thread):
     run = tmp_path / "run"
     recipe = _write(tmp_path / "rte.yaml", tiny_recipe(tiny_bort, data_dir, run))
     env = {**os.environ, "AGORA_DATA_DIR": str(data_dir)}

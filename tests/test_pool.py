@@ -166,13 +166,17 @@ def _sst2_teacher(tmp_path, roberta_tokenizer_dir):
     return tmp_path / "teacher"
 
 
-def test_fit_with_nearest_and_pool_rows(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir):
+def test_fit_with_nearest_and_pool_rows(tmp_path, data_dir, tiny_bort, roberta_tokenizer_dir, one_thread):
+    """The pool: a file of SST-2's first 4000 training rows (any of D, E or dev in it are dropped, as from the whole
+    file), not the whole 67k-row train file: 17x fewer rows to embed (test_pool_from_train_* reads the whole file)."""
     from agora.trainer import AgoraTrainer
 
     teacher = _sst2_teacher(tmp_path, roberta_tokenizer_dir)
     run = tmp_path / "run"
+    lines = (data_dir / "glue/SST-2/train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)[:4001]
+    (tmp_path / "pool.tsv").write_text("".join(lines), encoding="utf-8")
     recipe = tiny_recipe(tiny_bort, data_dir, run, task="sst2",
-                         data={"max_train_samples": 160, "max_eval_samples": 48, "unlabelled": "train"},
+                         data={"max_train_samples": 160, "max_eval_samples": 48, "unlabelled": str(tmp_path / "pool.tsv")},
                          agora={"enabled": True, "generator": "nearest", "variants_per_source": 2, "pool_rows": 25,
                                 "balance_generated": False},
                          teacher={"path": str(teacher), "cache_dir": str(tmp_path / "cache")},

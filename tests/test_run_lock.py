@@ -55,7 +55,7 @@ def holder(tmp_path):
     proc.wait()
 
 
-def test_a_second_run_into_a_locked_dir_fails_at_once_naming_the_holder(holder, tmp_path, data_dir, tiny_bort):
+def test_a_second_run_into_a_locked_dir_fails_at_once_naming_the_holder(holder, tmp_path, data_dir, tiny_bort, one_thread):
     run = tmp_path / "run"
     proc = _cli(tiny_recipe(tiny_bort, data_dir, run), tmp_path, data_dir)
     assert proc.returncode == 2, proc.stderr[-2000:]
