@@ -181,18 +181,28 @@ def student_recipe(plan, args, student: Path, teacher: Path, slices, arm: str, l
     return recipe
 
 
-def embed_pool(recipe: dict) -> None:
-    """Embed the pool once, in this process, before the workers start (they find the cache)."""
+def embed_pool(recipe: dict) -> int:
+    """Embed the pool once, in this process, before the workers start (they find the cache). The teacher's
+    outputs for every row of the pool's file come with that pass (or, where the embeddings were cached
+    already, from one scoring) into the task's teacher cache, ``teacher.cache_dir``, which each worker's
+    own cache starts from (:func:`evidence.fits.worker_cache`). Returns the teacher's forward calls."""
     from agora.config import validate_recipe
     from agora.data.cards import load_task
     from agora.data.datamodule import TaskDataModule
     from agora.fit.model import load_tokenizer
     from agora.method.generators import make_generator
+    from agora.method.teacher import attach_teacher, build_teacher
     from agora.paths import cache_dir
 
     cfg = validate_recipe(recipe)
-    dm = TaskDataModule(cfg, load_task(cfg.task), load_tokenizer(cfg.model)[0]).load(predict=False)
-    make_generator("nearest", cfg.agora.generator_settings).prepare(dm.pool, cfg.teacher.path, cache_dir(None))
+    card = load_task(cfg.task)
+    dm = TaskDataModule(cfg, card, load_tokenizer(cfg.model)[0]).load(predict=False)
+    teacher = attach_teacher(build_teacher(cfg, card), cfg)
+    make_generator("nearest", cfg.agora.generator_settings).prepare(dm.pool, cfg.teacher.path,
+                                                                    cache_dir(cfg.data.cache_dir), teacher=teacher)
+    for arity in sorted({len(x) for x in dm.pool.read_inputs}):  # cache hits after the pass; one arity a call
+        teacher.score([x for x in dm.pool.read_inputs if len(x) == arity])
+    return teacher.forward_calls
 
 
 def run_task(plan: TaskPlan, args, work: Path, pool: Pool) -> report.TaskResult:

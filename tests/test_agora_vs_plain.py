@@ -298,3 +298,55 @@ def test_an_exploration_report_shows_e_sel_per_seed_and_never_dev(tmp_path):
     assert "| sst2 | plain | 0.0001 | 70.0 | 71.0 | 72.0 | 71.00 |" in md
     assert "77.7" not in md and "88.8" not in md and "Contrasts" not in md  # no dev score anywhere
     assert "- `agora+dis`: `select.by=disagreement`" in md and not (tmp_path / "x.png").exists()
+
+
+def test_the_workers_teachers_find_the_pools_outputs_from_the_parents_pass(local_bort, local_teacher, tiny_data,
+                                                                            tmp_path):
+    """embed_pool's pass (the teacher's own encoder) puts the teacher's outputs for the pool in the task's cache; a
+    worker's teacher, in a cache of its own (evidence.fits.worker_cache), scores the pool with 0 forward calls,
+    writes only its own cache, and a damaged part is still set aside and its rows scored again."""
+    import copy
+    import os
+
+    import numpy as np
+    from conftest import tiny_recipe
+
+    from agora.config import validate_recipe
+    from agora.data.cards import load_task
+    from agora.data.datamodule import TaskDataModule
+    from agora.fit.model import load_tokenizer
+    from agora.method.teacher import Teacher, attach_teacher, build_teacher
+
+    bench = load_bench()
+    from evidence.fits import worker_cache
+
+    shared = tmp_path / "teacher-cache"
+    recipe = tiny_recipe(local_bort, tiny_data, tmp_path / "run", data={"unlabelled": "train", "max_train_samples": 32},
+                         agora={"enabled": True, "generator": "nearest", "pool_rows": "all"},
+                         teacher={"path": str(local_teacher), "cache_dir": str(shared)})
+    forward = bench.embed_pool(copy.deepcopy(recipe))
+    parts = sorted(shared.glob("*/part-*.arrow"))
+    job = copy.deepcopy(recipe)
+    worker_cache(recipe)
+    assert recipe["teacher"]["cache_dir"] == f"{shared}-w{os.getpid()}"
+    cfg = validate_recipe(recipe)
+    card = load_task(cfg.task)
+    pool = TaskDataModule(cfg, card, load_tokenizer(cfg.model)[0]).load(predict=False).pool
+    assert forward == len(set(pool.read_inputs)) > len(pool) > 0  # one pass over the pool's file
+
+    def worker_teacher() -> Teacher:
+        return attach_teacher(build_teacher(cfg, card), cfg)
+
+    teacher = worker_teacher()
+    probs = teacher.score(pool.inputs)
+    assert teacher.forward_calls == 0 and teacher.model is None
+    np.testing.assert_allclose(probs, Teacher(str(local_teacher), card.labels).score(pool.inputs), atol=1e-5)
+    teacher.score([("a premise no pool holds", "a hypothesis")])  # the worker writes its own cache only
+    assert teacher.forward_calls == 1 and sorted(shared.glob("*/part-*.arrow")) == parts
+    parts[0].write_bytes(parts[0].read_bytes()[:100])  # damaged (in place: the worker's link too)
+    worker_cache(job)  # the next fit of this worker
+    assert job["teacher"]["cache_dir"] == recipe["teacher"]["cache_dir"]
+    with pytest.warns(UserWarning, match="damaged"):
+        again = worker_teacher()
+    np.testing.assert_allclose(again.score(pool.inputs), probs, atol=1e-5)
+    assert again.forward_calls == len(set(pool.inputs))

@@ -4,7 +4,9 @@ A tiny student trains fastest on one thread, and two processes keep both cores b
 per fit on two shared cores spin and slow every step). Each finished fit leaves ``bench.json`` in
 its run dir; a rerun reuses a fit whose stored recipe resolves to the same config. Every worker has
 its own teacher cache directory (one writer per cache), so a fit's teacher forward passes depend on
-which worker ran it; the table reports teacher rows *labelled*, which do not.
+which worker ran it; the table reports teacher rows *labelled*, which do not. Each starts from the task's
+cache, where the parent put the teacher's outputs for the pool before the workers started: the pool's
+rows cost the workers no teacher pass (:func:`worker_cache`).
 """
 
 from __future__ import annotations
@@ -111,15 +113,12 @@ def _worker_init(threads: int) -> None:
 
 def fit(job: dict) -> dict:
     """Run (or reuse) one fit; returns the :class:`Fit` fields. ``job``: task, arm, lr, seed, recipe, dir."""
-    import os
-
     from agora.config import validate_recipe
     from agora.data.cards import load_task
     from agora.trainer import AgoraTrainer
 
     recipe = job["recipe"]
-    if recipe.get("teacher", {}).get("cache_dir"):  # one teacher cache per worker process: one writer each
-        recipe["teacher"]["cache_dir"] = f"{recipe['teacher']['cache_dir']}-w{os.getpid()}"
+    worker_cache(recipe)
     directory = Path(job["dir"])
     cfg = validate_recipe(recipe, source=f"benches/agora_vs_plain.py ({job['arm']})")
     wanted = comparable(cfg.to_dict())
@@ -150,6 +149,33 @@ def fit(job: dict) -> dict:
     report = json.loads((directory / "metrics.json").read_text()).get("agora") or {}
     fields["pool_labelled"], fields["selection"] = pool_labelled(report), selection_of(report, directory)
     return {"task": job["task"], "arm": job["arm"], "lr": job["lr"], "seed": job["seed"], **fields}
+
+
+def worker_cache(recipe: dict) -> None:
+    """Give the fit of ``recipe`` this worker process's own teacher cache, ``<teacher.cache_dir>-w<pid>`` (one
+    writer per cache: a worker never waits on the other's lock while it scores), holding the parts of the task's
+    cache ``teacher.cache_dir``, which the bench's parent wrote before the workers started (the pool's teacher
+    outputs, ``embed_pool``) and never writes while they run: hard links (a copy where links fail), so the pool
+    rows are cache hits, each part checked on read as any part is (a damaged one is set aside and its rows
+    scored again)."""
+    import os
+
+    from agora.files import atomic_write
+
+    shared = recipe.get("teacher", {}).get("cache_dir")
+    if not shared:
+        return
+    own = Path(f"{shared}-w{os.getpid()}")
+    recipe["teacher"]["cache_dir"] = str(own)
+    for part in Path(shared).glob("*/part-*.arrow"):
+        target = own / part.parent.name / part.name
+        if target.exists() or target.with_name(target.name + ".corrupt").exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(part, target)
+        except OSError:  # a filesystem without hard links
+            atomic_write(target, part.read_bytes())
 
 
 def selection_of(report: dict, directory: Path) -> dict:
