@@ -190,9 +190,8 @@ def test_fit_with_nearest_and_pool_rows(tmp_path, data_dir, tiny_bort, roberta_t
     assert len(near) == sum(e.get("kept") or 0 for e in report["epochs"]) > 0
     assert len({tuple(r["inputs"]) for r in rows}) == len(rows)  # each pool row at most once
     assert all(r["label"] in ("negative", "positive") for r in rows)
-    # one teacher pass: embedding the pool's file (train) gave the teacher's outputs for its every distinct row,
+    # one teacher pass: embedding the pool's file gave the teacher's outputs for its every distinct row,
     # so D's rows, the random pool rows and the neighbours were all cache hits
-    with open(data_dir / "glue/SST-2/train.tsv", encoding="utf-8") as f:
-        distinct = len({line.split("\t")[0] for line in list(f)[1:]})
+    distinct = len({line.split("\t")[0] for line in lines[1:]})
     assert report["teacher"]["pool_pass_rows"] == report["teacher_forward_calls"] == distinct
     assert report["teacher"]["teacher_forward_calls"] == 0 and all(not e.get("teacher_forward_calls") for e in report["epochs"])
