@@ -200,8 +200,9 @@ def embed_pool(recipe: dict) -> int:
     teacher = attach_teacher(build_teacher(cfg, card), cfg)
     make_generator("nearest", cfg.agora.generator_settings).prepare(dm.pool, cfg.teacher.path,
                                                                     cache_dir(cfg.data.cache_dir), teacher=teacher)
-    for arity in sorted({len(x) for x in dm.pool.read_inputs}):  # cache hits after the pass; one arity a call
-        teacher.score([x for x in dm.pool.read_inputs if len(x) == arity])
+    if not teacher.forward_calls:  # no pass ran (embeddings cached, or another encoder): score; one arity a call
+        for arity in sorted({len(x) for x in dm.pool.read_inputs}):
+            teacher.score([x for x in dm.pool.read_inputs if len(x) == arity])
     return teacher.forward_calls
 
 
